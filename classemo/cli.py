@@ -1,0 +1,27 @@
+"""`classemo ...`: data conversion and synthesis, evaluation and classroom video analysis.
+
+Each command's body lives beside the code it drives; this file only assembles the command tree.
+"""
+
+from __future__ import annotations
+
+import typer
+
+app = typer.Typer(help="classemo: classroom facial-emotion analytics.", no_args_is_help=True, add_completion=False)
+data_app = typer.Typer(help="Create, convert and inspect frame-sequence datasets.", no_args_is_help=True)
+app.add_typer(data_app, name="data")
+
+
+@app.command()
+def version() -> None:
+    """Print the classemo version."""
+    from classemo import __version__
+
+    typer.echo(__version__)
+
+
+# Command registrations (one line per command; the functions carry their own typer options).
+
+
+if __name__ == "__main__":
+    app()
