@@ -1,0 +1,213 @@
+"""The paper's unified loss M = M_H + η1·M_B + η2·M_Y, plus the temporal head's CE and a valence/arousal term.
+
+"Emotion recognition in learning scenes supported by smart classrooms", eq. 15-17 (garbled in the source; the exact
+form we use is written in docs/losses.md). Losses stay out of the model's `forward`: the model returns its heads'
+outputs and this module combines them.
+"""
+
+from __future__ import annotations
+
+from typing import Literal, Mapping, Sequence
+
+import torch
+import torch.nn.functional as F
+from einops import rearrange, repeat
+from torch import Tensor, nn
+
+VaLoss = Literal["mse", "ccc"]
+LOSS_KEYS: tuple[str, ...] = ("total", "m_h", "m_b", "m_y", "temporal", "va")
+
+
+def label_counts(labels: Sequence[int] | Tensor, num_classes: int) -> Tensor:
+    """Count labels per class, `(C,)` int64."""
+    labels = torch.as_tensor(labels, dtype=torch.long).flatten()
+    if labels.numel() and (labels.min() < 0 or labels.max() >= num_classes):
+        raise ValueError(f"labels must lie in [0, {num_classes}), got range [{labels.min()}, {labels.max()}]")
+    return torch.bincount(labels, minlength=num_classes)
+
+
+def class_weights_from_counts(counts: Sequence[int] | Tensor) -> Tensor:
+    """Inverse-frequency class weights w_c ∝ 1 / n_c, normalised so the mean weight per sample is 1.
+
+    Without empty classes this is w_c = N / (C · n_c) (scikit-learn's "balanced"). PyTorch's weighted CE divides by
+    the batch's weight sum, so the normalisation does not change the loss; it keeps the weights readable (1 = an
+    average sample) and comparable across datasets in logs. A class with no samples is counted as having one, to keep its weight finite (it can still
+    appear among StarGAN-generated peak frames).
+
+    Args:
+        counts: Samples per class.
+
+    Returns:
+        `(C,)` float32 weights.
+    """
+    counts = torch.as_tensor(counts, dtype=torch.float32).flatten()
+    if counts.numel() == 0 or (counts < 0).any():
+        raise ValueError(f"class counts must be a non-empty list of non-negative numbers, got {counts.tolist()}")
+    weights = 1.0 / counts.clamp_min(1.0)
+    return weights * counts.sum().clamp_min(1.0) / (weights * counts).sum().clamp_min(1e-12)
+
+
+def ccc_loss(pred: Tensor, target: Tensor, eps: float = 1e-8) -> Tensor:
+    """1 - concordance correlation coefficient, over the batch (1-D tensors, population statistics)."""
+    pm, tm = pred.mean(), target.mean()
+    pv, tv = pred.var(unbiased=False), target.var(unbiased=False)
+    cov = ((pred - pm) * (target - tm)).mean()
+    return 1.0 - 2.0 * cov / (pv + tv + (pm - tm) ** 2 + eps)
+
+
+def masked_va_loss(pred: Tensor, target: Tensor, kind: VaLoss = "mse") -> Tensor:
+    """Valence/arousal loss over the entries that are present; NaN in `target` means "not annotated".
+
+    Args:
+        pred: `(B, 2)` predicted (valence, arousal).
+        target: `(B, 2)` targets, NaN where missing (each dimension on its own).
+        kind: "mse", or "ccc" for 1 - CCC averaged over valence and arousal. CCC needs at least two present
+            values in a dimension; a dimension with fewer falls back to the squared error, so a batch with a
+            single annotated clip still teaches the head something.
+
+    Returns:
+        Scalar loss; exactly 0 (with a gradient path) when nothing is present.
+    """
+    present = ~torch.isnan(target)  # (B, 2)
+    if not present.any():
+        return pred.sum() * 0.0
+    safe_target = torch.where(present, target, torch.zeros_like(target))
+    if kind == "mse":
+        return ((pred - safe_target) ** 2)[present].mean()
+    if kind != "ccc":
+        raise ValueError(f"va_loss must be 'mse' or 'ccc', got {kind!r}")
+    terms = []
+    for d in range(pred.shape[1]):
+        p, t = pred[present[:, d], d], target[present[:, d], d]
+        if p.numel() >= 2:
+            terms.append(ccc_loss(p, t))
+        elif p.numel() == 1:
+            terms.append(((p - t) ** 2).mean())
+    return torch.stack(terms).mean()
+
+
+def _frame_ce(
+    frame_logits: Tensor, label: Tensor, mask: Tensor | None, weight: Tensor | None, label_smoothing: float
+) -> Tensor:
+    """Per-frame CE with the clip label, over real (unmasked) frames only."""
+    b, t = frame_logits.shape[:2]
+    flat = rearrange(frame_logits, "b t c -> (b t) c")
+    flat_label = repeat(label, "b -> (b t)", t=t)
+    if mask is not None:
+        keep = rearrange(mask.to(torch.bool), "b t -> (b t)")
+        flat, flat_label = flat[keep], flat_label[keep]
+    return F.cross_entropy(flat, flat_label, weight=weight, label_smoothing=label_smoothing)
+
+
+def unified_loss(
+    outputs: Mapping[str, Tensor | None],
+    targets: Mapping[str, Tensor],
+    *,
+    eta1: float,
+    eta2: float,
+    lambda_t: float,
+    lambda_va: float,
+    va_loss: VaLoss = "mse",
+    peak_logits: Tensor | None = None,
+    peak_targets: Tensor | None = None,
+    class_weights: Tensor | None = None,
+    label_smoothing: float = 0.0,
+) -> dict[str, Tensor]:
+    """M = M_H + η1·M_B + η2·M_Y + λ_t·CE(temporal) + λ_va·L_va (docs/losses.md).
+
+    Args:
+        outputs: The unified model's output dict: `logits (B, C)`, `va (B, 2)`, `vit_logits (B, T, C)`,
+            `vlad_logits (B, T, C)` or None (NetVLAD off).
+        targets: The batch: `label (B,)` int64, optional `va (B, 2)` with NaN for missing values, optional
+            `mask (B, T)` bool with True for real frames (padding is left out of the per-frame losses).
+        eta1: Weight η1 of M_B, the ViT head's per-frame CE.
+        eta2: Weight η2 of M_Y, the NetVLAD head's per-frame CE.
+        lambda_t: Weight of the temporal (clip-level) CE.
+        lambda_va: Weight of the valence/arousal loss.
+        va_loss: "mse" or "ccc".
+        peak_logits: `forward_peak` logits `(N, C)` of the peak-frame batch (real peak frames, mixed with
+            StarGAN-generated ones when StarGAN is on); M_H is 0 without it.
+        peak_targets: `(N,)` labels of `peak_logits` (the target expression for generated frames).
+        class_weights: `(C,)` CE class weights (see `class_weights_from_counts`), used by every CE term.
+        label_smoothing: Label smoothing of every CE term.
+
+    Returns:
+        Scalar tensors `total`, `m_h`, `m_b`, `m_y`, `temporal`, `va`; `total` carries the gradient.
+    """
+    label = targets["label"].long()
+    logits = outputs["logits"]
+    if class_weights is not None:
+        class_weights = class_weights.to(device=logits.device, dtype=logits.dtype)
+    mask = targets.get("mask")
+    zero = logits.sum() * 0.0
+    ce = dict(weight=class_weights, label_smoothing=label_smoothing)
+
+    if peak_logits is not None:
+        if peak_targets is None:
+            raise ValueError("peak_logits were given without peak_targets")
+        m_h = F.cross_entropy(peak_logits, peak_targets.long(), **ce)
+    else:
+        m_h = zero
+    m_b = _frame_ce(outputs["vit_logits"], label, mask, class_weights, label_smoothing)
+    vlad = outputs.get("vlad_logits")
+    m_y = _frame_ce(vlad, label, mask, class_weights, label_smoothing) if vlad is not None else zero
+    temporal = F.cross_entropy(logits, label, **ce)
+    va_target = targets.get("va")
+    va = masked_va_loss(outputs["va"], va_target.to(outputs["va"]), va_loss) if va_target is not None else zero
+
+    total = m_h + eta1 * m_b + eta2 * m_y + lambda_t * temporal + lambda_va * va
+    return {"total": total, "m_h": m_h, "m_b": m_b, "m_y": m_y, "temporal": temporal, "va": va}
+
+
+class UnifiedLoss(nn.Module):
+    """The paper's unified loss M = M_H + η1·M_B + η2·M_Y (eq. 15-17) with temporal CE and V/A terms."""
+
+    def __init__(
+        self,
+        *,
+        eta1: float = 0.5,
+        eta2: float = 0.5,
+        lambda_t: float = 1.0,
+        lambda_va: float = 0.5,
+        va_loss: VaLoss = "mse",
+        class_weights: Tensor | Sequence[float] | None = None,
+        label_smoothing: float = 0.0,
+    ) -> None:
+        super().__init__()
+        if va_loss not in ("mse", "ccc"):
+            raise ValueError(f"va_loss must be 'mse' or 'ccc', got {va_loss!r}")
+        if not 0.0 <= label_smoothing < 1.0:
+            raise ValueError(f"label_smoothing must be in [0, 1), got {label_smoothing}")
+        self.eta1, self.eta2, self.lambda_t, self.lambda_va = eta1, eta2, lambda_t, lambda_va
+        self.va_loss, self.label_smoothing = va_loss, label_smoothing
+        weights = None if class_weights is None else torch.as_tensor(class_weights, dtype=torch.float32)
+        self.register_buffer("class_weights", weights)
+
+    def forward(
+        self,
+        outputs: Mapping[str, Tensor | None],
+        targets: Mapping[str, Tensor],
+        *,
+        peak_logits: Tensor | None = None,
+        peak_targets: Tensor | None = None,
+    ) -> dict[str, Tensor]:
+        """See `unified_loss`."""
+        return unified_loss(
+            outputs,
+            targets,
+            eta1=self.eta1,
+            eta2=self.eta2,
+            lambda_t=self.lambda_t,
+            lambda_va=self.lambda_va,
+            va_loss=self.va_loss,
+            peak_logits=peak_logits,
+            peak_targets=peak_targets,
+            class_weights=self.class_weights,
+            label_smoothing=self.label_smoothing,
+        )
+
+    def extra_repr(self) -> str:
+        return (
+            f"eta1={self.eta1}, eta2={self.eta2}, lambda_t={self.lambda_t}, lambda_va={self.lambda_va}, "
+            f"va_loss={self.va_loss!r}, label_smoothing={self.label_smoothing}"
+        )
