@@ -130,9 +130,9 @@ def test_ccc_loss_matches_hand_computation_and_mode() -> None:
     x = torch.tensor([0.1, 0.4, -0.3, 0.8])
     y = torch.tensor([0.0, 0.5, -0.1, 0.6])
     mx, my = 0.25, 0.25
-    vx = sum((v - mx) ** 2 for v in x.tolist()) / 4
-    vy = sum((v - my) ** 2 for v in y.tolist()) / 4
-    cov = sum((a - mx) * (b - my) for a, b in zip(x.tolist(), y.tolist())) / 4
+    vx = sum((v - mx) ** 2 for v in x.tolist()) / 3
+    vy = sum((v - my) ** 2 for v in y.tolist()) / 3
+    cov = sum((a - mx) * (b - my) for a, b in zip(x.tolist(), y.tolist())) / 3
     assert math.isclose(ccc_loss(x, y).item(), 1 - 2 * cov / (vx + vy), rel_tol=1e-5)
     assert ccc_loss(y, y).item() == pytest.approx(0.0, abs=1e-6)
 

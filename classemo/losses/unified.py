@@ -48,10 +48,13 @@ def class_weights_from_counts(counts: Sequence[int] | Tensor) -> Tensor:
 
 
 def ccc_loss(pred: Tensor, target: Tensor, eps: float = 1e-8) -> Tensor:
-    """1 - concordance correlation coefficient, over the batch (1-D tensors, population statistics)."""
+    """1 - concordance correlation coefficient over the batch (1-D tensors, at least two values).
+
+    Sample (n - 1) statistics, as torchmetrics' `ConcordanceCorrCoef` uses, so the loss is 1 - the reported metric.
+    """
     pm, tm = pred.mean(), target.mean()
-    pv, tv = pred.var(unbiased=False), target.var(unbiased=False)
-    cov = ((pred - pm) * (target - tm)).mean()
+    pv, tv = pred.var(), target.var()
+    cov = ((pred - pm) * (target - tm)).sum() / (pred.numel() - 1)
     return 1.0 - 2.0 * cov / (pv + tv + (pm - tm) ** 2 + eps)
 
 
