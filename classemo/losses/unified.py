@@ -29,10 +29,10 @@ def label_counts(labels: Sequence[int] | Tensor, num_classes: int) -> Tensor:
 def class_weights_from_counts(counts: Sequence[int] | Tensor) -> Tensor:
     """Inverse-frequency class weights w_c ∝ 1 / n_c, normalised so the mean weight per sample is 1.
 
-    Without empty classes this is w_c = N / (C · n_c) (scikit-learn's "balanced"). PyTorch's weighted CE divides by
-    the batch's weight sum, so the normalisation does not change the loss; it keeps the weights readable (1 = an
-    average sample) and comparable across datasets in logs. A class with no samples is counted as having one, to keep its weight finite (it can still
-    appear among StarGAN-generated peak frames).
+    Without empty classes this is w_c = N / (C · n_c) (scikit-learn's "balanced"). PyTorch's weighted CE divides
+    by the batch's weight sum, so the normalisation does not change the loss; it keeps the weights readable (1 = an
+    average sample) and comparable across datasets in logs. A class with no samples is counted as having one, to
+    keep its weight finite (it can still appear among StarGAN-generated peak frames).
 
     Args:
         counts: Samples per class.
