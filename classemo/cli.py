@@ -21,6 +21,9 @@ def version() -> None:
 
 
 # Command registrations (one line per command; the functions carry their own typer options).
+from classemo.video import analyze_command  # noqa: E402
+
+app.command("analyze")(analyze_command)
 
 
 if __name__ == "__main__":
