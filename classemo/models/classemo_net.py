@@ -1,0 +1,340 @@
+"""Emotion recognition in learning scenes supported by smart classrooms: the unified spatio-temporal network.
+
+Per frame (paper Figure 2): ViT patch tokens -> residual attention and non-local block on the token grid ->
+multi-head self-attention + FFN fusing grid tokens with the CLS feature -> NetVLAD -> per-frame feature lambda.
+Per clip: a temporal Transformer encoder over lambda_1..lambda_T, masked mean pooling, a class head and a
+valence/arousal head. docs/model.md draws the data flow and lists the presets registered at the bottom.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from einops import rearrange
+from torch import nn
+
+from classemo.models.attention import TransformerBlock
+from classemo.models.netvlad import NetVLAD
+from classemo.models.non_local import NonLocalBlock
+from classemo.models.registry import register_model
+from classemo.models.residual_attention import ResidualAttention
+from classemo.models.temporal import TemporalEncoder, masked_mean
+from classemo.models.vit import ViTBackbone
+
+# timm's ViT default normalisation; there are no pretrained statistics to match since weights start random.
+DEFAULT_MEAN = (0.5, 0.5, 0.5)
+DEFAULT_STD = (0.5, 0.5, 0.5)
+
+
+class ClassEmoNet(nn.Module):
+    """Unified network: ViT + residual attention + non-local + MHSA/FFN fusion + NetVLAD, then temporal encoder."""
+
+    def __init__(
+        self,
+        *,
+        num_classes: int = 7,
+        image_size: int = 64,
+        patch_size: int = 8,
+        num_frames: int = 8,
+        embed_dim: int = 96,
+        depth: int = 4,
+        num_heads: int = 4,
+        mlp_ratio: float = 4.0,
+        num_clusters: int = 8,
+        residual_attention_depth: int = 1,
+        fusion_depth: int = 1,
+        temporal_depth: int = 2,
+        temporal_heads: int = 4,
+        drop_rate: float = 0.0,
+        drop_path_rate: float = 0.0,
+        use_netvlad: bool = True,
+        use_residual_attention: bool = True,
+        use_non_local: bool = True,
+        use_temporal: bool = True,
+        mean: tuple[float, float, float] = DEFAULT_MEAN,
+        std: tuple[float, float, float] = DEFAULT_STD,
+        vit_weights: str | None = None,
+    ) -> None:
+        """Build the network.
+
+        Args:
+            num_classes: discrete emotion classes C.
+            image_size: square face-crop size S in pixels.
+            patch_size: ViT patch side; the token grid is (S / patch_size)^2.
+            num_frames: frames per clip T used in training (the encoder itself accepts any length).
+            embed_dim: ViT width E, which is also the per-frame feature width D of lambda.
+            depth: ViT blocks.
+            num_heads: ViT and fusion attention heads.
+            mlp_ratio: FFN width / embed_dim everywhere.
+            num_clusters: NetVLAD centres K.
+            residual_attention_depth: trunk blocks of the residual attention module.
+            fusion_depth: MHSA + FFN fusion blocks (eq. 11-13).
+            temporal_depth: temporal encoder blocks.
+            temporal_heads: temporal encoder heads.
+            drop_rate: dropout before every head and inside fusion/temporal blocks.
+            drop_path_rate: ViT stochastic depth.
+            use_netvlad: NetVLAD pooling of fused tokens (off: mean of tokens; vlad_logits is None).
+            use_residual_attention: residual attention stream on the token grid.
+            use_non_local: non-local stream on the token grid.
+            use_temporal: temporal encoder (off: masked mean of the per-frame features).
+            mean: per-channel input mean, carried in `default_cfg`.
+            std: per-channel input std, carried in `default_cfg`.
+            vit_weights: optional local file of timm ViT weights for the backbone.
+        """
+        super().__init__()
+        if num_classes < 1:
+            raise ValueError(f"num_classes must be at least 1, got {num_classes}")
+        if num_frames < 1:
+            raise ValueError(f"num_frames must be at least 1, got {num_frames}")
+        self.num_classes = num_classes
+        self.image_size = image_size
+        self.num_frames = num_frames
+        self.embed_dim = embed_dim
+        self.use_netvlad = use_netvlad
+        self.use_residual_attention = use_residual_attention
+        self.use_non_local = use_non_local
+        self.use_temporal = use_temporal
+        self.default_cfg: dict[str, Any] = {
+            "image_size": image_size, "mean": tuple(mean), "std": tuple(std), "num_frames": num_frames,
+        }
+
+        self.backbone = ViTBackbone(
+            num_classes=num_classes, image_size=image_size, patch_size=patch_size, embed_dim=embed_dim,
+            depth=depth, num_heads=num_heads, mlp_ratio=mlp_ratio, drop_path_rate=drop_path_rate, weights=vit_weights,
+        )
+        self.residual_attention = (
+            ResidualAttention(embed_dim, depth=residual_attention_depth) if use_residual_attention else None
+        )
+        self.non_local = NonLocalBlock(embed_dim) if use_non_local else None
+        self.fusion = nn.ModuleList(
+            [TransformerBlock(embed_dim, num_heads=num_heads, mlp_ratio=mlp_ratio, dropout=drop_rate)
+             for _ in range(fusion_depth)]
+        )
+        self.fusion_norm = nn.LayerNorm(embed_dim)
+        if use_netvlad:
+            self.netvlad = NetVLAD(dim=embed_dim, num_clusters=num_clusters)
+            self.vlad_head = nn.Linear(self.netvlad.out_dim, num_classes)
+            self.pool_proj = nn.Linear(self.netvlad.out_dim, embed_dim)
+        else:
+            self.netvlad, self.vlad_head = None, None
+            self.pool_proj = nn.Linear(embed_dim, embed_dim)
+        self.cls_proj = nn.Linear(embed_dim, embed_dim)
+        self.feature_norm = nn.LayerNorm(embed_dim)
+        self.peak_head = nn.Linear(embed_dim, num_classes)
+
+        self.temporal = (
+            TemporalEncoder(embed_dim, depth=temporal_depth, num_heads=temporal_heads, mlp_ratio=mlp_ratio,
+                            dropout=drop_rate)
+            if use_temporal else None
+        )
+        self.head_drop = nn.Dropout(drop_rate)
+        self.head = nn.Linear(embed_dim, num_classes)
+        self.va_head = nn.Linear(embed_dim, 2)
+
+    # ---- spatial part: one face crop -> lambda ------------------------------------------------------------------
+
+    def forward_spatial(self, images: torch.Tensor) -> dict[str, torch.Tensor | None]:
+        """Per-frame spatial stream.
+
+        Args:
+            images: (N, 3, S, S) normalised face crops.
+
+        Returns:
+            `features` (N, D) = lambda, `vit_logits` (N, C) from the ViT CLS head (M_B), `vlad_logits` (N, C) from
+            the NetVLAD head (M_Y) or None when NetVLAD is off, `peak_logits` (N, C) from the per-frame head (M_H).
+        """
+        self._check_images(images)
+        tokens, cls = self.backbone(images)  # (N, L, E), (N, E)
+        vit_logits = self.backbone.head(self.head_drop(cls))
+        grid_h, grid_w = self.backbone.grid_size
+        if self.residual_attention is not None or self.non_local is not None:
+            grid = rearrange(tokens, "n (h w) e -> n e h w", h=grid_h, w=grid_w)
+            if self.residual_attention is not None:
+                grid = self.residual_attention(grid)
+            if self.non_local is not None:
+                grid = self.non_local(grid)
+            tokens = rearrange(grid, "n e h w -> n (h w) e")
+        # MHSA + FFN over [CLS; grid tokens]: the global ViT summary and the attended local streams meet here.
+        x = torch.cat([cls.unsqueeze(1), tokens], dim=1)  # (N, 1 + L, E)
+        for block in self.fusion:
+            x = block(x)
+        x = self.fusion_norm(x)
+        cls_fused, tokens_fused = x[:, 0], x[:, 1:]
+        if self.netvlad is not None:
+            pooled = self.netvlad(tokens_fused)  # (N, K * E)
+            vlad_logits = self.vlad_head(self.head_drop(pooled))
+        else:
+            pooled, vlad_logits = tokens_fused.mean(dim=1), None  # (N, E)
+        features = self.feature_norm(self.pool_proj(pooled) + self.cls_proj(cls_fused))  # (N, D)
+        peak_logits = self.peak_head(self.head_drop(features))
+        return {"features": features, "vit_logits": vit_logits, "vlad_logits": vlad_logits, "peak_logits": peak_logits}
+
+    def forward_peak(self, images: torch.Tensor) -> torch.Tensor:
+        """Per-frame class logits (N, C) on lambda, for M_H on mixed real and StarGAN peak frames."""
+        return self.forward_spatial(images)["peak_logits"]
+
+    # ---- temporal part: lambda_1..lambda_T -> clip outputs ------------------------------------------------------
+
+    def forward_temporal(self, features: torch.Tensor, mask: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """Clip outputs from per-frame features.
+
+        Args:
+            features: (B, T, D) per-frame features lambda.
+            mask: (B, T) bool, True = real frame (None: all real).
+
+        Returns:
+            `logits` (B, C), `va` (B, 2) in [-1, 1], `frame_logits` (B, T, C), `frame_va` (B, T, 2).
+        """
+        if features.ndim != 3 or features.shape[-1] != self.embed_dim:
+            raise ValueError(f"features must have shape (B, T, {self.embed_dim}), got {tuple(features.shape)}")
+        mask = self._check_mask(mask, features.shape[:2], features.device)
+        frame_out, pooled = self._encode(features, mask)
+        return {
+            "logits": self.head(self.head_drop(pooled)),
+            "va": torch.tanh(self.va_head(pooled)),
+            "frame_logits": self.head(self.head_drop(frame_out)),
+            "frame_va": torch.tanh(self.va_head(frame_out)),
+        }
+
+    def _encode(self, features: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, T, D), mask -> per-frame outputs (B, T, D) and pooled clip feature (B, D)."""
+        if self.temporal is not None:
+            return self.temporal(features, mask)
+        return features, masked_mean(features, mask)
+
+    # ---- the whole clip -----------------------------------------------------------------------------------------
+
+    def _spatial_clips(self, frames: torch.Tensor, mask: torch.Tensor) -> dict[str, torch.Tensor | None]:
+        """Run the spatial stream on real frames only, scattering results to (B, T, ...) with zeros at padding.
+
+        Skipping padded frames saves compute and keeps them out of BatchNorm statistics, so padding cannot change
+        any output even in training mode.
+        """
+        batch, num_frames = mask.shape
+        flat = rearrange(frames, "b t c h w -> (b t) c h w")
+        index = mask.reshape(-1).nonzero().squeeze(1)  # positions of real frames in (B * T)
+        spatial = self.forward_spatial(flat[index])
+        out: dict[str, torch.Tensor | None] = {}
+        for key in ("features", "vit_logits", "vlad_logits"):
+            value = spatial[key]
+            if value is None:
+                out[key] = None
+                continue
+            full = value.new_zeros(batch * num_frames, value.shape[-1]).index_copy(0, index, value)
+            out[key] = rearrange(full, "(b t) d -> b t d", b=batch)
+        return out
+
+    def forward_features(self, frames: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Per-frame features lambda (B, T, D) of clips (B, T, 3, S, S); zeros at padded frames."""
+        mask = self._check_frames(frames, mask)
+        return self._spatial_clips(frames, mask)["features"]
+
+    def forward_head(
+        self, features: torch.Tensor, mask: torch.Tensor | None = None, pre_logits: bool = False
+    ) -> torch.Tensor:
+        """Clip logits (B, C) from per-frame features (B, T, D), or the pooled clip feature (B, D) if pre_logits."""
+        mask = self._check_mask(mask, features.shape[:2], features.device)
+        _, pooled = self._encode(features, mask)
+        return pooled if pre_logits else self.head(self.head_drop(pooled))
+
+    def forward(self, frames: torch.Tensor, mask: torch.Tensor | None = None) -> dict[str, torch.Tensor | None]:
+        """Full model on a batch of clips.
+
+        Args:
+            frames: (B, T, 3, S, S) normalised face crops, padded to a common T.
+            mask: (B, T) bool, True = real frame (None: all real). Every clip needs at least one real frame.
+
+        Returns:
+            `logits` (B, C), `va` (B, 2), `frame_logits` (B, T, C), `frame_va` (B, T, 2), `vit_logits` (B, T, C),
+            `vlad_logits` (B, T, C) or None, `features` (B, T, D). Per-frame entries at padded frames are not
+            meaningful; losses must mask them.
+        """
+        mask = self._check_frames(frames, mask)
+        spatial = self._spatial_clips(frames, mask)
+        out: dict[str, torch.Tensor | None] = dict(self.forward_temporal(spatial["features"], mask))
+        out.update(spatial)
+        return out
+
+    def reset_classifier(self, num_classes: int) -> None:
+        """Replace every class head (ViT, NetVLAD, peak, clip/frame) for a new label set; V/A head is kept."""
+        self.num_classes = num_classes
+        self.backbone.head = nn.Linear(self.embed_dim, num_classes)
+        if self.netvlad is not None:
+            self.vlad_head = nn.Linear(self.netvlad.out_dim, num_classes)
+        self.peak_head = nn.Linear(self.embed_dim, num_classes)
+        self.head = nn.Linear(self.embed_dim, num_classes)
+
+    # ---- input checks: a clear message instead of a shape error deep inside a conv ----------------------------
+
+    def _check_images(self, images: torch.Tensor) -> None:
+        """Raise ValueError unless images is a float (N, 3, S, S) batch with N >= 1."""
+        expected = (3, self.image_size, self.image_size)
+        if images.ndim != 4 or tuple(images.shape[1:]) != expected or images.shape[0] == 0:
+            raise ValueError(f"images must have shape (N>=1, {', '.join(map(str, expected))}), "
+                             f"got {tuple(images.shape)}")
+        if not images.is_floating_point():
+            raise ValueError(f"images must be a normalised float tensor, got dtype {images.dtype}")
+
+    def _check_mask(self, mask: torch.Tensor | None, shape: torch.Size, device: torch.device) -> torch.Tensor:
+        """Return a (B, T) bool mask (all True if None); raise ValueError on bad shape or a clip with no frame."""
+        if mask is None:
+            return torch.ones(tuple(shape), dtype=torch.bool, device=device)
+        if tuple(mask.shape) != tuple(shape):
+            raise ValueError(f"mask must have shape {tuple(shape)} (B, T), got {tuple(mask.shape)}")
+        if mask.dtype != torch.bool:
+            raise ValueError(f"mask must be a bool tensor (True = real frame), got dtype {mask.dtype}")
+        empty = (~mask.any(dim=1)).nonzero().flatten().tolist()
+        if empty:
+            raise ValueError(f"clips {empty} have no real frame (mask all False)")
+        return mask
+
+    def _check_frames(self, frames: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        """Validate clips (B, T, 3, S, S) and return the checked mask."""
+        expected = (3, self.image_size, self.image_size)
+        if frames.ndim != 5 or tuple(frames.shape[2:]) != expected or 0 in frames.shape[:2]:
+            raise ValueError(f"frames must have shape (B, T, {', '.join(map(str, expected))}), "
+                             f"got {tuple(frames.shape)}")
+        if not frames.is_floating_point():
+            raise ValueError(f"frames must be a normalised float tensor, got dtype {frames.dtype}")
+        return self._check_mask(mask, frames.shape[:2], frames.device)
+
+
+def _create(name: str, model_args: dict[str, Any], kwargs: dict[str, Any]) -> ClassEmoNet:
+    """Build a preset as `ClassEmoNet(**dict(model_args, **kwargs))`, remembering how to rebuild it."""
+    model = ClassEmoNet(**dict(model_args, **kwargs))
+    model.model_name = name
+    # A weights file only seeds training; the trained state dict replaces it, so rebuilding never needs the file.
+    model.model_kwargs = {k: v for k, v in kwargs.items() if k != "vit_weights"}
+    return model
+
+
+@register_model
+def classemo_tiny(**kwargs: Any) -> ClassEmoNet:
+    """CPU preset: 64 px, patch 8 (8x8 tokens), width 96, depth 4, K=8, 8 frames; trains in minutes on 2 cores."""
+    model_args = dict(
+        image_size=64, patch_size=8, num_frames=8, embed_dim=96, depth=4, num_heads=4, num_clusters=8,
+        residual_attention_depth=1, fusion_depth=1, temporal_depth=2, temporal_heads=4,
+    )
+    return _create("classemo_tiny", model_args, kwargs)
+
+
+@register_model
+def classemo_small(**kwargs: Any) -> ClassEmoNet:
+    """Small preset: 112 px, patch 16 (7x7 tokens), width 192, depth 6, K=16, 8 frames."""
+    model_args = dict(
+        image_size=112, patch_size=16, num_frames=8, embed_dim=192, depth=6, num_heads=4, num_clusters=16,
+        residual_attention_depth=1, fusion_depth=1, temporal_depth=2, temporal_heads=4, drop_path_rate=0.05,
+    )
+    return _create("classemo_small", model_args, kwargs)
+
+
+@register_model
+def classemo_base(**kwargs: Any) -> ClassEmoNet:
+    """GPU preset: 224 px, patch 16 (14x14 tokens), ViT-S width 384, depth 12, K=32, 16 frames."""
+    model_args = dict(
+        image_size=224, patch_size=16, num_frames=16, embed_dim=384, depth=12, num_heads=6, num_clusters=32,
+        residual_attention_depth=2, fusion_depth=2, temporal_depth=4, temporal_heads=6, drop_rate=0.1,
+        drop_path_rate=0.1,
+    )
+    return _create("classemo_base", model_args, kwargs)

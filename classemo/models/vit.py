@@ -1,0 +1,123 @@
+"""Emotion recognition in learning scenes supported by smart classrooms: ViT spatial backbone.
+
+A timm `VisionTransformer` turns each face crop into patch tokens and a CLS feature; the CLS feature has its own
+classification head, whose cross-entropy is the paper's M_B.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from timm.layers import resample_abs_pos_embed
+from timm.models.vision_transformer import VisionTransformer
+from torch import nn
+
+
+class ViTBackbone(nn.Module):
+    """ViT spatial backbone returning patch tokens and the CLS feature, with the CLS head for loss M_B."""
+
+    def __init__(
+        self,
+        *,
+        num_classes: int,
+        image_size: int,
+        patch_size: int,
+        embed_dim: int,
+        depth: int,
+        num_heads: int,
+        mlp_ratio: float = 4.0,
+        drop_path_rate: float = 0.0,
+        weights: str | None = None,
+    ) -> None:
+        """Build the backbone.
+
+        Args:
+            num_classes: classes of the CLS head (M_B).
+            image_size: square input size in pixels; must be a multiple of `patch_size`.
+            patch_size: patch side in pixels.
+            embed_dim: token width.
+            depth: number of Transformer blocks.
+            num_heads: attention heads per block.
+            mlp_ratio: hidden width of each block's MLP relative to `embed_dim`.
+            drop_path_rate: stochastic depth rate.
+            weights: optional local file with a timm ViT state dict (no downloads: pretrained weights are
+                only ever read from disk).
+        """
+        super().__init__()
+        if image_size % patch_size:
+            raise ValueError(f"image_size {image_size} is not a multiple of patch_size {patch_size}")
+        # num_classes=0 makes timm's head an Identity: the CLS head below is ours so reset_classifier stays simple.
+        self.vit = VisionTransformer(
+            img_size=image_size,
+            patch_size=patch_size,
+            num_classes=0,
+            embed_dim=embed_dim,
+            depth=depth,
+            num_heads=num_heads,
+            mlp_ratio=mlp_ratio,
+            drop_path_rate=drop_path_rate,
+            global_pool="token",
+        )
+        self.head = nn.Linear(embed_dim, num_classes)
+        self.grid_size: tuple[int, int] = tuple(self.vit.patch_embed.grid_size)
+        self.embed_dim = embed_dim
+        if weights is not None:
+            load_vit_weights(self.vit, weights)
+
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Encode face crops.
+
+        Args:
+            images: (N, 3, S, S) normalised crops.
+
+        Returns:
+            Patch tokens (N, L, E) in row-major grid order and the CLS feature (N, E).
+        """
+        x = self.vit.forward_features(images)  # (N, prefix + L, E)
+        prefix = self.vit.num_prefix_tokens
+        return x[:, prefix:], x[:, 0]
+
+
+def load_vit_weights(vit: VisionTransformer, path: str | Path) -> None:
+    """Load a local timm ViT state dict into `vit`, resampling the position embedding to the grid if needed.
+
+    Args:
+        vit: the freshly built transformer.
+        path: a `.pt`/`.pth` file holding a state dict (optionally under a "state_dict" or "model" key).
+
+    Raises:
+        FileNotFoundError: the file does not exist.
+        ValueError: the file is not a state dict, or its tensors do not fit this architecture.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"ViT weights file {str(path)!r} does not exist")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # torch raises several unrelated types for a corrupt or non-tensor file
+        raise ValueError(f"cannot read ViT weights from {str(path)!r}: {err}") from err
+    for key in ("state_dict", "model"):
+        if isinstance(state, dict) and isinstance(state.get(key), dict):
+            state = state[key]
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise ValueError(f"ViT weights file {str(path)!r} does not hold a state dict of tensors")
+    # The classifier of the source model is never reused: our heads are sized for our label set.
+    state = {k: v for k, v in state.items() if not k.startswith("head.")}
+    own = vit.state_dict()
+    if "pos_embed" in state and state["pos_embed"].shape != own["pos_embed"].shape:
+        prefix = 0 if vit.no_embed_class else vit.num_prefix_tokens
+        state["pos_embed"] = resample_abs_pos_embed(
+            state["pos_embed"], new_size=list(vit.patch_embed.grid_size), num_prefix_tokens=prefix
+        )
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    wrong = [f"{k}: file {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
+             for k in own if k in state and state[k].shape != own[k].shape]
+    if missing or unexpected or wrong:
+        raise ValueError(
+            f"ViT weights {str(path)!r} do not match the architecture: missing {missing[:5]}"
+            f"{' ...' if len(missing) > 5 else ''}, unexpected {unexpected[:5]}"
+            f"{' ...' if len(unexpected) > 5 else ''}, shape mismatches {wrong[:5]}"
+        )
+    vit.load_state_dict(state)
