@@ -8,16 +8,15 @@ after FACS action units; `intensity` scales that vector away from neutral. See d
 
 from __future__ import annotations
 
-import hashlib
 import math
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
 
-from classemo.labels import PAPER_LABELS, LabelSet
+from classemo.labels import LabelSet
 
 if TYPE_CHECKING:
     from classemo.data.format import Manifest
@@ -88,12 +87,12 @@ class FaceIdentity:
             jaw=float(rng.uniform(0.0, 0.3)),
             skin=tuple(float(v) for v in np.clip(skin, 0, 255)),
             eye_spacing=float(rng.uniform(0.3, 0.38)),
-            eye_size=float(rng.uniform(0.12, 0.15)),
-            brow_thickness=float(rng.uniform(0.035, 0.07)),
+            eye_size=float(rng.uniform(0.13, 0.16)),
+            brow_thickness=float(rng.uniform(0.05, 0.08)),
             hair_style=HAIR_STYLES[int(rng.integers(len(HAIR_STYLES)))],
             hair=tuple(float(v) for v in _HAIR_BGR[rng.integers(len(_HAIR_BGR))]),
             glasses=bool(rng.random() < 0.25),
-            mouth_width=float(rng.uniform(0.2, 0.26)),
+            mouth_width=float(rng.uniform(0.24, 0.3)),
             expressiveness=float(rng.uniform(0.8, 1.15)),
             shirt=tuple(float(v) for v in rng.uniform(40, 220, 3)),
         )
@@ -213,7 +212,7 @@ def _draw_eye(p: _Painter, ident: FaceIdentity, side: int, a: dict[str, float], 
     cx, cy = side * ident.eye_spacing, -0.12
     ex = ident.eye_size * (1 + 0.06 * a["eye_open"])
     aperture = float(np.clip(1 + 0.6 * a["eye_open"] - 0.3 * max(a["cheek_raise"], 0), 0.12, 2.0))
-    up, down = 0.055 * aperture, 0.045 * aperture * (1 - 0.5 * max(a["cheek_raise"], 0))
+    up, down = 0.065 * aperture, 0.05 * aperture * (1 - 0.5 * max(a["cheek_raise"], 0))
     upper = _ellipse_pts(cx, cy, ex, up, math.pi, 2 * math.pi, 20)
     lower = _ellipse_pts(cx, cy, ex, down, 0, math.pi, 20)
     opening = np.concatenate([upper, lower])
@@ -232,8 +231,8 @@ def _draw_eye(p: _Painter, ident: FaceIdentity, side: int, a: dict[str, float], 
 
 
 def _draw_brow(p: _Painter, ident: FaceIdentity, side: int, a: dict[str, float]) -> None:
-    y0 = -0.33 - 0.09 * a["brow_raise"] + 0.05 * a["brow_furrow"]
-    inner = [side * (0.09 - 0.035 * a["brow_furrow"]), y0 - 0.11 * a["brow_inner"] + 0.09 * a["brow_furrow"]]
+    y0 = -0.33 - 0.14 * a["brow_raise"] + 0.05 * a["brow_furrow"]
+    inner = [side * (0.09 - 0.035 * a["brow_furrow"]), y0 - 0.16 * a["brow_inner"] + 0.12 * a["brow_furrow"]]
     mid = [side * 0.3, y0 - 0.06 - 0.02 * a["brow_inner"]]
     outer = [side * 0.52, y0 + 0.02 + 0.06 * a["brow_inner"] - 0.03 * a["brow_furrow"]]
     p.line(_bezier(inner, mid, outer), _shade(ident.hair, 0.8), ident.brow_thickness)
@@ -259,10 +258,10 @@ def _draw_nose(p: _Painter, ident: FaceIdentity, a: dict[str, float], skin: Sequ
 def _draw_mouth(p: _Painter, ident: FaceIdentity, a: dict[str, float], skin: Sequence[float]) -> None:
     cy = 0.46
     hw = ident.mouth_width * (1 + 0.3 * a["lip_stretch"] + 0.12 * max(a["smile"], 0) - 0.1 * a["lip_press"])
-    corner = -0.09 * a["smile"]  # y offset of the corners (up is negative)
-    opening = 0.2 * max(a["jaw_drop"], 0)
+    corner = -0.14 * a["smile"]  # y offset of the corners (up is negative)
+    opening = 0.3 * max(a["jaw_drop"], 0)
     lip = 0.035 * (1 - 0.7 * min(max(a["lip_press"], 0), 1))
-    sneer = 0.07 * a["sneer"]
+    sneer = 0.12 * a["sneer"]
     lc, rc = np.array([-hw, cy + corner]), np.array([hw, cy + corner])
     # Upper lip: the left half is lifted by the sneer (unilateral AU10).
     up_mid = np.array([0.0, cy - lip - 0.3 * sneer + 0.015 * max(a["smile"], 0)])
@@ -271,7 +270,7 @@ def _draw_mouth(p: _Painter, ident: FaceIdentity, a: dict[str, float], skin: Seq
     # The bottom of the mouth sags when the corners rise and bulges up when they fall.
     inner_top = _bezier(lc, [-0.2 * sneer, cy - 0.4 * sneer + 0.5 * corner * 0], rc, 16)
     inner_bot = _bezier(rc, [0.0, cy + opening - corner * 1.6], lc, 16)
-    lip_color = (skin[0] * 0.62, skin[1] * 0.6, min(255.0, skin[2] * 0.85))
+    lip_color = (skin[0] * 0.5, skin[1] * 0.48, min(255.0, skin[2] * 0.75))
     lower_out = _bezier(rc, [0.0, cy + opening - corner * 1.6 + lip * 2.2], lc, 16)
     p.fill(np.concatenate([upper_out, lower_out]), lip_color)
     if opening > 0.01:
@@ -382,9 +381,9 @@ def _background(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
     t = np.linspace(0, 1, h, dtype=np.float32)[:, None, None]
     img = np.broadcast_to(c0 * (1 - t) + c1 * t, (h, w, 3)).astype(np.uint8).copy()
     for _ in range(int(rng.integers(0, 4))):
-        x, y = rng.integers(0, w), rng.integers(0, h)
-        cv2.rectangle(img, (int(x), int(y)), (int(x + rng.integers(w // 8, w // 2)), int(y + rng.integers(h // 8, h // 2))),
-                      tuple(float(v) for v in rng.uniform(40, 230, 3)), -1, cv2.LINE_AA)
+        x, y = int(rng.integers(0, w)), int(rng.integers(0, h))
+        x1, y1 = x + int(rng.integers(w // 8, w // 2)), y + int(rng.integers(h // 8, h // 2))
+        cv2.rectangle(img, (x, y), (x1, y1), tuple(float(v) for v in rng.uniform(40, 230, 3)), -1, cv2.LINE_AA)
     return img
 
 
@@ -404,9 +403,51 @@ def apply_nuisance(img: np.ndarray, rng: np.random.Generator, *, light: float, b
     img[:] = np.clip(f, 0, 255).astype(np.uint8)
 
 
+@dataclass(frozen=True)
+class Nuisance:
+    """Per-image nuisance: head pose offsets relative to a centred face, lighting, blur and noise."""
+
+    dx: float = 0.0  # face centre shift, fraction of the image side
+    dy: float = 0.0
+    scale: float = 1.0
+    angle: float = 0.0  # in-plane rotation, degrees
+    yaw: float = 0.0  # -1..1 fake head turn
+    light: float = 0.0  # strength of a linear lighting gradient
+    blur: float = 0.0  # Gaussian sigma at the output size, pixels
+    noise: float = 0.0  # Gaussian noise sigma, grey levels
+
+    @classmethod
+    def random(cls, rng: np.random.Generator, jitter: float = 1.0) -> "Nuisance":
+        """Draw nuisance; `jitter` scales every term (0 = a clean, centred face)."""
+        return cls(dx=jitter * rng.uniform(-0.04, 0.04), dy=jitter * rng.uniform(-0.04, 0.04),
+                   scale=1 + jitter * rng.uniform(-0.07, 0.07), angle=jitter * rng.uniform(-8, 8),
+                   yaw=jitter * rng.uniform(-0.5, 0.5), light=jitter * rng.uniform(0, 0.3),
+                   blur=jitter * rng.uniform(0, 0.6), noise=jitter * rng.uniform(1, 4))
+
+    def moved(self, rng: np.random.Generator, amount: float) -> "Nuisance":
+        """A small per-frame head movement around this pose; lighting and camera stay."""
+        return Nuisance(dx=self.dx + amount * rng.normal(0, 0.008), dy=self.dy + amount * rng.normal(0, 0.008),
+                        scale=self.scale * (1 + amount * rng.normal(0, 0.01)),
+                        angle=self.angle + amount * rng.normal(0, 1.5), yaw=self.yaw + amount * rng.normal(0, 0.05),
+                        light=self.light, blur=self.blur, noise=self.noise)
+
+
+def _render(identity: FaceIdentity, actions: dict[str, float], size: int, rng: np.random.Generator,
+            nuisance: Nuisance, background: np.ndarray) -> np.ndarray:
+    big = size * SUPERSAMPLE
+    canvas = cv2.resize(background, (big, big), interpolation=cv2.INTER_LINEAR) if background.shape[0] != big \
+        else background.copy()
+    pose = Pose(cx=big * (0.5 + nuisance.dx), cy=big * (0.5 + nuisance.dy), radius=big * 0.4 * nuisance.scale,
+                angle=nuisance.angle, yaw=float(np.clip(nuisance.yaw, -1, 1)))
+    draw_person(canvas, identity, actions, pose)
+    img = cv2.resize(canvas, (size, size), interpolation=cv2.INTER_AREA)
+    apply_nuisance(img, rng, light=nuisance.light, blur=nuisance.blur, noise=nuisance.noise)
+    return np.ascontiguousarray(img[..., ::-1])
+
+
 def render_face(identity: FaceIdentity, expression: str, intensity: float, *, size: int,
-                rng: np.random.Generator, jitter: float = 1.0, background: np.ndarray | None = None,
-                extra_actions: dict[str, float] | None = None) -> np.ndarray:
+                rng: np.random.Generator, jitter: float = 1.0, extra_actions: dict[str, float] | None = None
+                ) -> np.ndarray:
     """Render one face crop of `identity` showing `expression` at `intensity`.
 
     Args:
@@ -414,10 +455,9 @@ def render_face(identity: FaceIdentity, expression: str, intensity: float, *, si
         expression: A label of the paper's set (fear, anger, disgust, happy, sad, positive, neutral).
         intensity: 0 (neutral face) .. 1 (apex of the expression).
         size: Side of the square output image, pixels.
-        rng: Source of the per-frame nuisance (pose jitter, lighting, blur, noise, background).
-        jitter: Scales the per-frame nuisance; 0 gives a centred, clean face.
-        background: Optional (size, size, 3) uint8 RGB background to draw on (kept across a clip's frames).
-        extra_actions: Offsets added to the expression's facial actions (per-clip style).
+        rng: Source of the nuisance (pose jitter, lighting, blur, noise, background).
+        jitter: Scales the nuisance; 0 gives a centred, clean face.
+        extra_actions: Offsets added to the expression's facial actions (a person's or clip's style).
 
     Returns:
         (size, size, 3) uint8 RGB image.
@@ -426,19 +466,184 @@ def render_face(identity: FaceIdentity, expression: str, intensity: float, *, si
         raise ValueError(f"size must be at least 16 pixels, got {size}")
     actions = action_vector(expression, intensity, identity=identity, extra=extra_actions)
     big = size * SUPERSAMPLE
-    if background is None:
-        canvas = _background(rng, big, big)
-    else:
-        canvas = cv2.resize(np.ascontiguousarray(background[..., ::-1]), (big, big), interpolation=cv2.INTER_LINEAR)
-    pose = Pose(
-        cx=big * (0.5 + jitter * rng.uniform(-0.04, 0.04)),
-        cy=big * (0.47 + jitter * rng.uniform(-0.04, 0.04)),
-        radius=big * 0.33 * (1 + jitter * rng.uniform(-0.07, 0.07)),
-        angle=float(jitter * rng.uniform(-8, 8)),
-        yaw=float(jitter * rng.uniform(-0.5, 0.5)),
-    )
-    draw_person(canvas, identity, actions, pose)
-    img = cv2.resize(canvas, (size, size), interpolation=cv2.INTER_AREA)
-    apply_nuisance(img, rng, light=jitter * rng.uniform(0, 0.3), blur=jitter * rng.uniform(0, 0.9),
-                   noise=jitter * rng.uniform(1, 6))
-    return np.ascontiguousarray(img[..., ::-1])
+    return _render(identity, actions, size, rng, Nuisance.random(rng, jitter), _background(rng, big, big))
+
+
+# ----------------------------------------------------------------------------------------------- clips
+
+
+def intensity_course(num_frames: int, peak_index: int, apex: float, width: float) -> np.ndarray:
+    """Onset -> apex -> offset: a Gaussian bump of height `apex` whose unique maximum is at `peak_index`.
+
+    Args:
+        num_frames: Clip length.
+        peak_index: Frame of the apex.
+        apex: Intensity at the apex, in [0, 1].
+        width: Standard deviation of the bump, in frames.
+    """
+    t = np.arange(num_frames, dtype=np.float64)
+    return apex * np.exp(-0.5 * ((t - peak_index) / max(width, 1e-3)) ** 2)
+
+
+def frame_va(label_va: tuple[float, float], course: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-frame valence/arousal: neutral (0, 0) moved toward the label's V/A in step with the intensity."""
+    return (np.clip(course * label_va[0], -1, 1), np.clip(course * label_va[1], -1, 1))
+
+
+def assign_subject_splits(subject_ids: Sequence[str], seed: int,
+                          fractions: tuple[float, float, float] = (0.7, 0.15, 0.15)) -> dict[str, str]:
+    """Seeded split of subjects into train/val/test, so that no subject appears in two splits.
+
+    Every split gets at least one subject when there are three or more.
+    """
+    order = list(subject_ids)
+    np.random.default_rng([seed, 7]).shuffle(order)
+    n = len(order)
+    n_val = max(1, round(fractions[1] * n)) if n >= 3 else 0
+    n_test = max(1, round(fractions[2] * n)) if n >= 3 else 0
+    n_train = n - n_val - n_test
+    return {s: ("train" if i < n_train else "val" if i < n_train + n_val else "test") for i, s in enumerate(order)}
+
+
+def _encode_png(rgb: np.ndarray) -> bytes:
+    ok, buf = cv2.imencode(".png", np.ascontiguousarray(rgb[..., ::-1]))
+    if not ok:
+        raise RuntimeError("OpenCV failed to encode a PNG frame")
+    return buf.tobytes()
+
+
+def synth_clips(*, clips_per_class: int, num_frames: int, image_size: int, seed: int, subjects: int = 30,
+                labels: LabelSet | None = None, fps: float = 10.0) -> Iterator[dict]:
+    """Yield dataset rows (see classemo/data/format.py) of synthetic expression clips.
+
+    Each clip is one identity going neutral -> apex -> back with a known `peak_index`; frame V/A follow the
+    intensity from (0, 0) to the label's default V/A (jittered per clip). The clip-level V/A is the apex frame's.
+    Every clip draws from its own seeded stream, so output is identical for the same arguments.
+
+    Args:
+        clips_per_class: Clips per label.
+        num_frames: Frames per clip.
+        image_size: Side of the square face crops.
+        seed: Seed of everything: identities, splits, expressions and nuisance.
+        subjects: Number of distinct identities; clips are split by identity.
+        labels: Label set to draw (default the paper's); every label must be a drawable expression.
+        fps: Frame rate written into the rows.
+    """
+    labels = labels or LabelSet.paper()
+    unknown = [n for n in labels.names if n not in EXPRESSIONS]
+    if unknown:
+        raise ValueError(f"the synthetic generator cannot draw labels {unknown}; it knows {sorted(EXPRESSIONS)}")
+    for name, v in (("clips_per_class", clips_per_class), ("num_frames", num_frames), ("subjects", subjects)):
+        if v < 1:
+            raise ValueError(f"{name} must be >= 1, got {v}")
+    if image_size < 16:
+        raise ValueError(f"image_size must be at least 16 pixels, got {image_size}")
+    id_rng = np.random.default_rng([seed, 1])
+    idents = [FaceIdentity.random(id_rng, f"synth-{seed}-{k:03d}") for k in range(subjects)]
+    split_of = assign_subject_splits([i.subject_id for i in idents], seed)
+    plan = [(label, j) for j in range(clips_per_class) for label in labels.names]
+    for k, (label, j) in enumerate(plan):
+        rng = np.random.default_rng([seed, 2, k])
+        # Cycle through identities so every subject shows every expression (given enough clips).
+        ident = idents[(j * len(labels) + labels.index(label) + j) % subjects]
+        peak = int(rng.integers(num_frames // 3, max(num_frames // 3 + 1, (2 * num_frames) // 3 + 1)))
+        peak = min(peak, num_frames - 1)
+        apex = float(rng.uniform(0.5, 1.0)) if label != "neutral" else 0.0
+        course = intensity_course(num_frames, peak, apex, width=float(rng.uniform(0.25, 0.6)) * num_frames)
+        va = labels.default_va[label]
+        # Per-clip V/A jitter, bounded so the apex valence keeps the label's sign.
+        va_clip = (va[0] + float(np.clip(rng.normal(0, 0.05), -0.1, 0.1)),
+                   va[1] + float(np.clip(rng.normal(0, 0.05), -0.1, 0.1)))
+        if label == "neutral":
+            # A neutral face does not move, but it still carries a slight mood that peaks at the peak frame, so
+            # peak_index is the frame of largest |V/A| in every clip.
+            course_va = intensity_course(num_frames, peak, 1.0, width=float(rng.uniform(0.25, 0.6)) * num_frames)
+            va_clip = (float(rng.uniform(-0.08, 0.08)), float(rng.uniform(-0.08, 0.08)))
+        else:
+            course_va = course
+        fv, fa = frame_va(va_clip, course_va)
+        style = {a: float(rng.normal(0, 0.08)) for a in ACTIONS}  # the clip's own way of moving the face
+        big = image_size * SUPERSAMPLE
+        background = _background(rng, big, big)
+        base = Nuisance.random(rng)
+        frames = []
+        nuisance = base
+        for t in range(num_frames):
+            actions = action_vector(label, float(course[t]), identity=ident, extra=style)
+            frames.append(_encode_png(_render(ident, actions, image_size, rng, nuisance, background)))
+            nuisance = nuisance.moved(rng, 1.0)
+        yield {
+            "clip_id": f"synth-{seed}-{k:06d}",
+            "subject_id": ident.subject_id,
+            "source": "synth",
+            "split": split_of[ident.subject_id],
+            "frames": frames,
+            "fps": fps,
+            "peak_index": peak,
+            "label": label,
+            "label_idx": labels.index(label),
+            "valence": float(fv[peak]),
+            "arousal": float(fa[peak]),
+            "frame_valence": [float(v) for v in fv],
+            "frame_arousal": [float(v) for v in fa],
+            "va_source": "annotated",
+        }
+
+
+def synth_params(*, clips_per_class: int, num_frames: int, image_size: int, seed: int, subjects: int,
+                 fps: float) -> dict:
+    """The parameters that fully determine a synthetic dataset (stored in its manifest to allow reuse)."""
+    return {"generator": SYNTH_VERSION, "clips_per_class": int(clips_per_class), "num_frames": int(num_frames),
+            "image_size": int(image_size), "seed": int(seed), "subjects": int(subjects), "fps": float(fps)}
+
+
+def existing_synth_dataset(root: str, params: dict) -> Manifest | None:
+    """The manifest at root if it holds a synthetic dataset written with exactly `params`, else None."""
+    from classemo.data.format import DatasetFormatError, read_manifest
+
+    try:
+        manifest = read_manifest(root)
+    except (DatasetFormatError, FileNotFoundError):
+        return None
+    return manifest if manifest.extra.get("synth_params") == params else None
+
+
+def write_synth_dataset(root: str, *, clips_per_class: int = 60, num_frames: int = 8, image_size: int = 64,
+                        seed: int = 0, subjects: int = 30, fps: float = 10.0, reuse: bool = False,
+                        progress: bool = False) -> Manifest:
+    """Generate the synthetic expression dataset and write it in the Parquet format, split by subject.
+
+    Args:
+        root: Local path or `s3://bucket/prefix`.
+        clips_per_class: Clips per label of the paper's set (7 labels).
+        num_frames: Frames per clip.
+        image_size: Side of the square face crops.
+        seed: Same seed, same bytes.
+        subjects: Distinct identities; train/val/test never share one.
+        fps: Frame rate recorded in the rows.
+        reuse: Return the existing dataset at root untouched when it was written with the same parameters.
+        progress: Show a tqdm bar.
+
+    Returns:
+        The dataset's manifest; `manifest.extra["reused"]` says whether it was reused.
+    """
+    from tqdm import tqdm
+
+    from classemo.data.format import write_dataset
+
+    params = synth_params(clips_per_class=clips_per_class, num_frames=num_frames, image_size=image_size, seed=seed,
+                          subjects=subjects, fps=fps)
+    if reuse:
+        found = existing_synth_dataset(str(root), params)
+        if found is not None:
+            found.extra["reused"] = True
+            return found
+    labels = LabelSet.paper()
+    rows = synth_clips(clips_per_class=clips_per_class, num_frames=num_frames, image_size=image_size, seed=seed,
+                       subjects=subjects, labels=labels, fps=fps)
+    if progress:
+        rows = tqdm(rows, total=clips_per_class * len(labels), desc="synth clips", unit="clip")
+    manifest = write_dataset(rows, root, labels, image_size=image_size, source="synth",
+                             converter_version=SYNTH_VERSION, extra={"synth_params": params})
+    manifest.extra["reused"] = False
+    return manifest
