@@ -1,0 +1,228 @@
+"""Ray Data side of the training job: open the dataset (local or s3://), read Parquet splits, decode in map_batches.
+
+Decoding and augmentation run in Ray Data tasks with the library's own transforms (`classemo.data.transforms`),
+the same ones Predictor uses, so training and serving preprocess identically.
+"""
+
+from __future__ import annotations
+
+import os
+import zlib
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.fs as pafs
+
+from classemo.data.format import SPLITS, DatasetFormatError, Manifest
+from classemo.metrics import VA_SOURCES
+from classemo.data.transforms import DEFAULT_MEAN, DEFAULT_STD, ClipAugment, decode_image, frames_to_tensor, prepare_clip
+
+# Only what the loop needs is read from the Parquet shards.
+READ_COLUMNS = ["clip_id", "frames", "peak_index", "label_idx", "valence", "arousal", "va_source"]
+
+
+class DatasetError(ValueError):
+    """The dataset cannot be used for training: missing, empty, unreachable or inconsistent."""
+
+
+def open_filesystem(root: str) -> tuple[pafs.FileSystem, str]:
+    """A picklable pyarrow filesystem for `root` and the path inside it.
+
+    For s3:// the endpoint comes from AWS_ENDPOINT_URL (MinIO, moto, ...). Timeouts and retries are short so an
+    unreachable endpoint fails in seconds rather than after botocore's minutes of retries.
+    """
+    if root.startswith("s3://"):
+        path = root[len("s3://"):].rstrip("/")
+        if not path:
+            raise DatasetError(f"S3 dataset root {root!r} names no bucket")
+        endpoint = os.environ.get("AWS_ENDPOINT_URL") or os.environ.get("AWS_ENDPOINT_URL_S3")
+        kwargs: dict[str, Any] = dict(
+            connect_timeout=3, request_timeout=10,
+            retry_strategy=pafs.AwsStandardS3RetryStrategy(max_attempts=2),
+            region=os.environ.get("AWS_DEFAULT_REGION") or os.environ.get("AWS_REGION") or "us-east-1",
+        )
+        if endpoint:
+            scheme, _, host = endpoint.partition("://")
+            kwargs.update(endpoint_override=host or scheme, scheme=scheme if host else "https")
+        return pafs.S3FileSystem(**kwargs), path
+    if "://" in root:
+        raise DatasetError(f"unsupported dataset root {root!r}: use a local path or s3://bucket/prefix")
+    return pafs.LocalFileSystem(), os.path.abspath(root)
+
+
+@dataclass
+class DatasetInfo:
+    """What the driver learns about a dataset before any Ray work starts."""
+
+    root: str
+    manifest: Manifest
+    filesystem: pafs.FileSystem
+    path: str  # root inside `filesystem`
+
+    def split_dir(self, split: str) -> str:
+        return f"{self.path}/{split}"
+
+
+def inspect_dataset(root: str, *, need: Sequence[str] = ("train", "val")) -> DatasetInfo:
+    """Read and check the manifest: fails fast, with one message, on a missing, empty or unreachable dataset.
+
+    Args:
+        root: Local path or s3://bucket/prefix.
+        need: Splits that must hold at least one clip.
+    """
+    fs, path = open_filesystem(root)
+    manifest_path = f"{path}/manifest.json"
+    try:
+        info = fs.get_file_info(manifest_path)
+    except OSError as e:
+        raise DatasetError(f"cannot reach the dataset at {root}: {str(e).splitlines()[0]}") from None
+    if info.type == pafs.FileType.NotFound:
+        where = "" if root.startswith("s3://") or os.path.isdir(root) else " (the directory does not exist)"
+        raise DatasetError(f"no dataset at {root}: {manifest_path} not found{where}")
+    try:
+        with fs.open_input_stream(manifest_path) as f:
+            manifest = Manifest.from_json(f.read().decode())
+    except (OSError, DatasetFormatError) as e:
+        raise DatasetError(f"cannot read the manifest of {root}: {e}") from None
+    empty = [s for s in need if manifest.counts.get(s, 0) <= 0]
+    if empty:
+        raise DatasetError(f"dataset {root} has no clips in split(s) {empty} (counts: {manifest.counts})")
+    for split in need:
+        if split not in SPLITS:
+            raise DatasetError(f"unknown split {split!r}")
+    return DatasetInfo(root=root, manifest=manifest, filesystem=fs, path=path)
+
+
+def read_split(info: DatasetInfo, split: str, *, limit: int = 0) -> Any:
+    """`ray.data.read_parquet` of one split (lazy), only the columns the loop needs."""
+    import ray.data
+
+    ds = ray.data.read_parquet(info.split_dir(split), filesystem=info.filesystem, columns=READ_COLUMNS,
+                               file_extensions=["parquet"])
+    return ds.limit(limit) if limit > 0 else ds
+
+
+def shard_of(clip_ids: Sequence[str], world_size: int) -> np.ndarray:
+    """Stable shard index per clip (crc32, not Python's salted hash), so validation splits exactly by clip."""
+    return np.array([zlib.crc32(c.encode()) % world_size for c in clip_ids], dtype=np.int64)
+
+
+class KeepShard:
+    """map_batches filter: the rows of one validation shard (applied before decoding, so it is cheap)."""
+
+    def __init__(self, rank: int, world_size: int) -> None:
+        self.rank, self.world_size = rank, world_size
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        ids = batch.column("clip_id").to_pylist()
+        return batch.filter(pa.array(shard_of(ids, self.world_size) == self.rank))
+
+
+def _va(batch: pa.Table) -> np.ndarray:
+    """Clip-level (valence, arousal), NaN where the dataset has none (the loss and metrics skip NaN)."""
+    cols = []
+    for name in ("valence", "arousal"):
+        col = batch.column(name).to_pylist() if name in batch.column_names else [None] * batch.num_rows
+        cols.append([np.nan if v is None else float(v) for v in col])
+    return np.asarray(cols, dtype=np.float32).T.reshape(batch.num_rows, 2)
+
+
+def _peak(frames: Sequence[bytes], peak_index: int | None) -> int:
+    # The dataset's annotated apex; without one the middle frame, where posed clips usually peak.
+    if peak_index is not None and 0 <= peak_index < len(frames):
+        return int(peak_index)
+    return len(frames) // 2
+
+
+class DecodeClips:
+    """map_batches: encoded clip rows -> fixed-shape model inputs (decode, select frames, augment, normalise).
+
+    Output columns: `frames (B, T, 3, S, S)` float32, `mask (B, T)` bool, `label (B,)` int64, `va (B, 2)` float32
+    with NaN for missing values, `peak (B, 3, S, S)` float32 (the peak frame, for M_H), `va_source (B,)` int64
+    (index into `classemo.metrics.VA_SOURCES`).
+    """
+
+    def __init__(self, *, num_frames: int, image_size: int, train: bool, augment: bool,
+                 mean: Sequence[float] = DEFAULT_MEAN, std: Sequence[float] = DEFAULT_STD, seed: int = 0) -> None:
+        self.num_frames, self.image_size, self.train = num_frames, image_size, train
+        self.mean, self.std = tuple(mean), tuple(std)
+        self.augment = ClipAugment() if (train and augment) else None
+        self.rng = np.random.default_rng(None if train else seed)
+
+    def __call__(self, batch: pa.Table) -> dict[str, np.ndarray]:
+        import torch
+
+        from classemo.metrics import VA_SOURCES
+from classemo.data.transforms import pad_clips
+
+        frames_col = batch.column("frames").to_pylist()
+        peaks_col = batch.column("peak_index").to_pylist()
+        clips, peaks = [], []
+        for enc, peak_index in zip(frames_col, peaks_col):
+            x, _ = prepare_clip(enc, num_frames=self.num_frames, image_size=self.image_size, mean=self.mean,
+                                std=self.std, train=self.train, rng=self.rng, augment=self.augment)
+            clips.append(x)
+            peak = [decode_image(enc[_peak(enc, peak_index)])]
+            if self.augment is not None:
+                peak = self.augment(peak, self.rng)
+            peaks.append(frames_to_tensor(peak, image_size=self.image_size, mean=self.mean, std=self.std)[0])
+        x, mask = pad_clips(clips, self.num_frames)  # (B, T, 3, S, S), (B, T)
+        return {
+            "frames": x.numpy(),
+            "mask": mask.numpy(),
+            "label": np.asarray(batch.column("label_idx").to_pylist(), dtype=np.int64),
+            "va": _va(batch),
+            "peak": torch.stack(peaks).numpy(),  # (B, 3, S, S)
+            "va_source": np.asarray([VA_SOURCES.index(v or "none") for v in batch.column("va_source").to_pylist()],
+                                    dtype=np.int64),
+        }
+
+
+class DecodePeaks:
+    """map_batches: clip rows -> peak frames in [-1, 1] for StarGAN: `image (B, 3, S, S)`, `label (B,)`."""
+
+    def __init__(self, *, image_size: int, train: bool, augment: bool) -> None:
+        self.image_size = image_size
+        self.augment = ClipAugment(max_shift=0.03, max_scale=0.03) if (train and augment) else None
+        self.rng = np.random.default_rng()
+
+    def __call__(self, batch: pa.Table) -> dict[str, np.ndarray]:
+        import torch
+
+        images = []
+        for enc, peak_index in zip(batch.column("frames").to_pylist(), batch.column("peak_index").to_pylist()):
+            img = [decode_image(enc[_peak(enc, peak_index)])]
+            if self.augment is not None:
+                img = self.augment(img, self.rng)
+            # mean = std = 0.5 maps [0, 1] to [-1, 1], the range of the generator's tanh output.
+            images.append(frames_to_tensor(img, image_size=self.image_size, mean=(0.5,) * 3, std=(0.5,) * 3)[0])
+        return {"image": torch.stack(images).numpy(),
+                "label": np.asarray(batch.column("label_idx").to_pylist(), dtype=np.int64)}
+
+
+def clip_pipeline(ds: Any, *, num_frames: int, image_size: int, train: bool, augment: bool, map_batch_size: int,
+                  mean: Sequence[float] = DEFAULT_MEAN, std: Sequence[float] = DEFAULT_STD) -> Any:
+    """Lazy decode stage for the unified model. Training rows are shuffled per epoch by the iterator's buffer."""
+    return ds.map_batches(DecodeClips, fn_constructor_kwargs=dict(num_frames=num_frames, image_size=image_size,
+                                                                  train=train, augment=augment, mean=mean, std=std),
+                          batch_size=map_batch_size, batch_format="pyarrow", concurrency=(1, 2), num_cpus=1)
+
+
+def peak_pipeline(ds: Any, *, image_size: int, train: bool, augment: bool, map_batch_size: int) -> Any:
+    """Lazy decode stage for StarGAN (peak frames only)."""
+    return ds.map_batches(DecodePeaks, fn_constructor_kwargs=dict(image_size=image_size, train=train,
+                                                                  augment=augment),
+                          batch_size=map_batch_size, batch_format="pyarrow", concurrency=(1, 2), num_cpus=1)
+
+
+def val_shards(ds: Any, world_size: int) -> dict[str, Any]:
+    """One validation dataset per rank (`val_0`, `val_1`, ...), split by clip id before decoding.
+
+    Ray Train's own split is `equal=True`, which drops rows to balance workers; validation must see every clip
+    exactly once, and evaluation needs no DDP lock-step, so each rank gets its own exact shard instead.
+    """
+    return {f"val_{r}": ds.map_batches(KeepShard, fn_constructor_kwargs=dict(rank=r, world_size=world_size),
+                                       batch_format="pyarrow", concurrency=1, num_cpus=0.25)
+            for r in range(world_size)}
