@@ -74,7 +74,7 @@ def assign_roles(tracks: dict[int, Track], centres: dict[int, np.ndarray], frame
 
     Heuristic ("auto"): among tracks seen for at least a quarter of the longest track's frames, the teacher
     maximises (mean face area / largest mean face area) + (mobility / largest mobility), mobility being the
-    distance the face centre travelled, in face widths per second. The teacher usually stands nearer the camera
+    spread of the face centre around its mean position, in face widths (`Track.mobility`). The teacher usually stands nearer the camera
     than the students and moves about while they sit. With a single person nobody is called the teacher, because
     a close-up of one face says nothing about its role (give --teacher 0 if it is the teacher).
 
@@ -106,7 +106,7 @@ def assign_roles(tracks: dict[int, Track], centres: dict[int, np.ndarray], frame
         longest = max(tr.hits for tr in tracks.values())
         eligible = {tid: tr for tid, tr in tracks.items() if tr.hits >= 0.25 * longest}
         area = {tid: tr.mean_area for tid, tr in eligible.items()}
-        mob = {tid: tr.path_length / max(tr.duration_s, 1e-6) for tid, tr in eligible.items()}
+        mob = {tid: tr.mobility for tid, tr in eligible.items()}
         max_area, max_mob = max(area.values()), max(mob.values())
         score = {tid: area[tid] / max_area + (mob[tid] / max_mob if max_mob > 0 else 0.0) for tid in eligible}
         chosen = max(score, key=score.get)

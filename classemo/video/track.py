@@ -78,8 +78,10 @@ class Track:
     velocity: np.ndarray = field(default_factory=lambda: np.zeros(2))  # (2,) centre velocity in px/s
     feature: np.ndarray | None = None
     hits: int = 1
-    path_length: float = 0.0  # centre distance travelled, in face widths; the "mobility" cue for roles
     area_sum: float = 0.0
+    width_sum: float = 0.0
+    centre_sum: np.ndarray = field(default_factory=lambda: np.zeros(2))  # running sums for the spread (mobility)
+    centre_sq_sum: np.ndarray = field(default_factory=lambda: np.zeros(2))
 
     def predict(self, t: float) -> np.ndarray:
         """Constant-velocity prediction of the box at time t (size held)."""
@@ -95,17 +97,32 @@ class Track:
         if dt > 0:
             # Smoothed velocity: Haar boxes jitter by a few pixels, and raw differences would overshoot.
             self.velocity = 0.5 * self.velocity + 0.5 * (c_new - c_old) / dt
-        self.path_length += float(np.linalg.norm(c_new - c_old) / max(box[2], 1.0))
         self.box = box.astype(float)
         self.last_t = t
         self.hits += 1
-        self.area_sum += float(box[2] * box[3])
+        self._accumulate(box)
         if feature is not None:
             if self.feature is None:
                 self.feature = feature
             else:
                 f = momentum * self.feature + (1 - momentum) * feature
                 self.feature = f / max(float(np.linalg.norm(f)), 1e-6)
+
+    def _accumulate(self, box: np.ndarray) -> None:
+        c = box[:2] + box[2:] / 2
+        self.area_sum += float(box[2] * box[3])
+        self.width_sum += float(box[2])
+        self.centre_sum += c
+        self.centre_sq_sum += c * c
+
+    @property
+    def mobility(self) -> float:
+        """Spread of the face centre (RMS distance from its mean position) in face widths: the "moves about" cue
+        for roles. A spread rather than a path length, because detector jitter adds up along a path but averages
+        out of a spread."""
+        n = max(self.hits, 1)
+        var = self.centre_sq_sum / n - (self.centre_sum / n) ** 2
+        return float(np.sqrt(max(var.sum(), 0.0)) / max(self.width_sum / n, 1.0))
 
     @property
     def duration_s(self) -> float:
@@ -152,7 +169,8 @@ class Tracker:
         self._last_t = 0.0
 
     def _new_track(self, t: float, box: np.ndarray, feature: np.ndarray | None) -> Track:
-        tr = Track(self._next_id, box.astype(float), t, t, feature=feature, area_sum=float(box[2] * box[3]))
+        tr = Track(self._next_id, box.astype(float), t, t, feature=feature)
+        tr._accumulate(tr.box)
         self.tracks[tr.track_id] = tr
         self._next_id += 1
         return tr
