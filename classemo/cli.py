@@ -24,6 +24,10 @@ def version() -> None:
 from classemo.video import analyze_command  # noqa: E402
 
 app.command("analyze")(analyze_command)
+from classemo.data.convert import convert_app, info_cmd  # noqa: E402
+
+data_app.add_typer(convert_app, name="convert")
+data_app.command("info")(info_cmd)
 
 
 if __name__ == "__main__":
