@@ -1,0 +1,380 @@
+"""The one loader and inference path of a trained unified model, shared by evaluation, batch video analysis and Serve.
+
+`Predictor.from_checkpoint` takes a checkpoint directory (`config.json` + `model.pt`) or an MLflow URI
+(`models:/classemo@champion`, `models:/classemo/3`, `runs:/<id>/model`); frames go through the same transforms
+as in training (`classemo.data.transforms`), so there is no train/serve skew.
+"""
+
+from __future__ import annotations
+
+import re
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from classemo.checkpoint import CONFIG_FILE, MODEL_FILE, CheckpointError, load_checkpoint, save_checkpoint
+from classemo.data.transforms import (
+    DEFAULT_MEAN,
+    DEFAULT_STD,
+    FrameError,
+    frames_to_tensor,
+    pad_clips,
+    validate_frames,
+)
+from classemo.labels import LabelSet
+
+MLFLOW_SCHEMES: tuple[str, ...] = ("models:/", "runs:/", "mlflow-artifacts:/", "s3://", "gs://", "http://", "https://")
+Clip = Sequence[np.ndarray] | np.ndarray
+
+
+@dataclass
+class ClipPrediction:
+    """The model's outputs for one clip (T = the clip's real frames)."""
+
+    probs: np.ndarray  # (C,) class probabilities of the clip
+    label: str  # arg-max class name
+    valence: float  # clip valence in [-1, 1]
+    arousal: float  # clip arousal in [-1, 1]
+    frame_probs: np.ndarray  # (T, C) per-frame class probabilities
+    frame_valence: np.ndarray  # (T,)
+    frame_arousal: np.ndarray  # (T,)
+
+    def to_dict(self, labels: Sequence[str] | None = None) -> dict[str, Any]:
+        """JSON-ready form; with `labels`, `probs` becomes a label -> probability mapping."""
+        probs: Any = self.probs.tolist()
+        if labels is not None:
+            probs = dict(zip(labels, probs))
+        return {
+            "label": self.label,
+            "probs": probs,
+            "valence": self.valence,
+            "arousal": self.arousal,
+            "frame_probs": self.frame_probs.tolist(),
+            "frame_valence": self.frame_valence.tolist(),
+            "frame_arousal": self.frame_arousal.tolist(),
+        }
+
+
+def checkpoint_config(
+    model: nn.Module,
+    *,
+    labels: LabelSet,
+    train_config: Mapping[str, Any] | None = None,
+    model_name: str | None = None,
+    model_kwargs: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The unified model's checkpoint config (the contract in DESIGN.md).
+
+    The registry name and kwargs come from the arguments when given, else from what `create_model` recorded on
+    the model (`model_name`, `model_kwargs`). `num_classes`, `image_size` and `num_frames` are always taken from
+    the model itself, so they cannot disagree with the weights.
+    """
+    module = getattr(model, "module", model)  # unwrap DDP
+    cfg = dict(getattr(module, "default_cfg", {}) or {})
+    name = model_name or getattr(module, "model_name", None)
+    if not name:
+        raise CheckpointError("cannot tell the model's registry name: build it with create_model or pass model_name=")
+    kwargs = dict(model_kwargs if model_kwargs is not None else getattr(module, "model_kwargs", {}))
+    kwargs.update(num_classes=int(module.num_classes), image_size=int(module.image_size),
+                  num_frames=int(module.num_frames))
+    if len(labels) != kwargs["num_classes"]:
+        raise CheckpointError(
+            f"{len(labels)} labels {list(labels.names)} for a model with {kwargs['num_classes']} classes"
+        )
+    return {
+        "model": {"name": name, "kwargs": kwargs},
+        "labels": labels.to_list(),
+        "preprocessing": {
+            "image_size": int(module.image_size),
+            "mean": list(cfg.get("mean", DEFAULT_MEAN)),
+            "std": list(cfg.get("std", DEFAULT_STD)),
+            "num_frames": int(module.num_frames),
+        },
+        "train_config": dict(train_config or {}),
+    }
+
+
+def save_model_checkpoint(
+    model: nn.Module,
+    directory: str | Path,
+    *,
+    labels: LabelSet,
+    train_config: Mapping[str, Any] | None = None,
+    model_name: str | None = None,
+    model_kwargs: Mapping[str, Any] | None = None,
+) -> Path:
+    """Write a unified-model checkpoint that `Predictor.from_checkpoint` loads; returns the directory.
+
+    Args:
+        model: The unified model (DDP-wrapped is fine).
+        directory: Target directory, created if needed.
+        labels: The label set the model was trained on (index i = class i).
+        train_config: The resolved training config, saved for provenance.
+        model_name: Registry name; defaults to the `model_name` that `create_model` recorded.
+        model_kwargs: `create_model` kwargs; defaults to the recorded `model_kwargs`.
+    """
+    config = checkpoint_config(model, labels=labels, train_config=train_config, model_name=model_name,
+                               model_kwargs=model_kwargs)
+    return save_checkpoint(model, config, directory)
+
+
+def is_mlflow_uri(source: str | Path) -> bool:
+    """Whether `source` names an MLflow model / run / remote artifact rather than a local directory."""
+    return isinstance(source, str) and source.startswith(MLFLOW_SCHEMES)
+
+
+def find_checkpoint_dir(root: str | Path) -> Path:
+    """The directory holding `config.json` and `model.pt` at or below `root` (an MLflow model keeps it under
+    `artifacts/checkpoint`)."""
+    root = Path(root)
+    if (root / CONFIG_FILE).is_file() and (root / MODEL_FILE).is_file():
+        return root
+    found = sorted(
+        (p.parent for p in root.rglob(CONFIG_FILE) if (p.parent / MODEL_FILE).is_file()),
+        key=lambda d: ("checkpoint" not in d.relative_to(root).parts, len(d.parts), str(d)),
+    )
+    if not found:
+        raise CheckpointError(f"no checkpoint ({CONFIG_FILE} + {MODEL_FILE}) found in {root}")
+    return found[0]
+
+
+def _mlflow_info(uri: str, tracking: str) -> dict[str, Any]:
+    """Registered name, version, alias and run id behind an MLflow URI, as far as the URI names them."""
+    from mlflow import MlflowClient
+
+    info: dict[str, Any] = {"registered_model": None, "version": None, "alias": None, "run_id": None}
+    if m := re.match(r"^runs:/([^/]+)", uri):
+        info["run_id"] = m.group(1)
+        return info
+    m = re.match(r"^models:/([^/@]+)(?:@([^/]+)|/([^/]+))?", uri)
+    if not m:
+        return info
+    client = MlflowClient(tracking_uri=tracking, registry_uri=tracking)
+    name, alias, version = m.groups()
+    info["registered_model"] = name
+    if alias:
+        mv = client.get_model_version_by_alias(name, alias)
+        info["alias"] = alias
+    elif version and version.isdigit():
+        mv = client.get_model_version(name, version)
+    else:
+        return info
+    info["version"], info["run_id"] = int(mv.version), mv.run_id
+    return info
+
+
+class Predictor:
+    """A loaded unified model plus its preprocessing: frames in, class probabilities and V/A out."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        config: Mapping[str, Any],
+        *,
+        device: str | torch.device | None = None,
+        batch_size: int = 32,
+        dtype: torch.dtype = torch.float32,
+        info: Mapping[str, Any] | None = None,
+    ) -> None:
+        """Wrap an in-memory model and its checkpoint config (see `checkpoint_config`).
+
+        Args:
+            model: The unified model.
+            config: Checkpoint config with `labels` and `preprocessing`.
+            device: Torch device; CUDA when available, else CPU.
+            batch_size: Clips per forward pass (frames per pass in `embed_frames`: batch_size x num_frames).
+            dtype: Compute dtype of the weights and inputs (outputs are returned as float32).
+            info: Provenance: `source`, and from MLflow `registered_model`, `version`, `alias`, `run_id`.
+        """
+        if "labels" not in config or "preprocessing" not in config:
+            raise CheckpointError("not a unified-model checkpoint: its config has no 'labels' / 'preprocessing'")
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+        if not dtype.is_floating_point:
+            raise ValueError(f"dtype must be a floating-point torch dtype, got {dtype}")
+        self.config = dict(config)
+        self.label_set = LabelSet.from_list(config["labels"])
+        self.labels: list[str] = list(self.label_set.names)
+        self.preprocessing: dict[str, Any] = dict(config["preprocessing"])
+        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.dtype = dtype
+        self.batch_size = batch_size
+        self.model = getattr(model, "module", model).to(device=self.device, dtype=dtype).eval()
+        self.num_frames = int(self.model.num_frames)
+        if int(self.model.num_classes) != len(self.labels):
+            raise CheckpointError(f"the model has {self.model.num_classes} classes but the config lists "
+                                  f"{len(self.labels)} labels {self.labels}")
+        self.info: dict[str, Any] = dict(info or {})
+        self.info.setdefault("architecture", config.get("model", {}).get("name"))
+
+    @classmethod
+    def from_checkpoint(
+        cls,
+        source: str | Path,
+        *,
+        device: str | torch.device | None = None,
+        batch_size: int = 32,
+        dtype: torch.dtype = torch.float32,
+    ) -> "Predictor":
+        """Load a checkpoint directory or an MLflow model (weights_only: no pickled code runs).
+
+        Args:
+            source: A checkpoint directory, `models:/<name>@<alias>`, `models:/<name>/<version>`,
+                `runs:/<run_id>/<path>` or another artifact URI MLflow can download. MLflow URIs use
+                `classemo.tracking.tracking_uri()` for tracking and registry.
+            device: Torch device; CUDA when available, else CPU.
+            batch_size: Clips per forward pass.
+            dtype: Compute dtype.
+        """
+        info: dict[str, Any] = {"source": str(source)}
+        if not is_mlflow_uri(source):
+            path = Path(source)
+            if not path.is_dir():
+                raise CheckpointError(f"checkpoint directory {path} does not exist (or give an MLflow models:/ URI)")
+            model, config = load_checkpoint(find_checkpoint_dir(path), map_location="cpu")
+            return cls(model, config, device=device, batch_size=batch_size, dtype=dtype, info=info)
+
+        import mlflow.artifacts
+        from mlflow.exceptions import MlflowException
+
+        from classemo.tracking import tracking_uri
+
+        uri = tracking_uri()
+        try:
+            info.update(_mlflow_info(str(source), uri))
+            with tempfile.TemporaryDirectory(prefix="classemo-model-") as tmp:
+                local = mlflow.artifacts.download_artifacts(artifact_uri=str(source), dst_path=tmp,
+                                                            tracking_uri=uri, registry_uri=uri)
+                # Weights are read into memory here, so the download can go when the block ends.
+                model, config = load_checkpoint(find_checkpoint_dir(local), map_location="cpu")
+        except MlflowException as e:
+            raise CheckpointError(f"cannot load {source} from MLflow at {uri}: {e.message}") from None
+        return cls(model, config, device=device, batch_size=batch_size, dtype=dtype, info=info)
+
+    # -- input checks ------------------------------------------------------------------------------------------
+
+    def _clip_frames(self, clip: Clip, index: int) -> list[np.ndarray]:
+        frames = validate_frames(clip, where=f"clip {index}")
+        if len(frames) > self.num_frames:
+            raise FrameError(f"clip {index} has {len(frames)} frames, more than the model's limit of "
+                             f"num_frames={self.num_frames}; split or subsample it (select_frame_indices)")
+        return frames
+
+    def _to_tensor(self, frames: Sequence[np.ndarray]) -> torch.Tensor:
+        p = self.preprocessing
+        return frames_to_tensor(frames, image_size=int(p["image_size"]), mean=p["mean"], std=p["std"])
+
+    # -- inference ---------------------------------------------------------------------------------------------
+
+    def _predictions(self, out: Mapping[str, torch.Tensor], lengths: Sequence[int]) -> list[ClipPrediction]:
+        probs = out["logits"].float().softmax(-1).cpu().numpy()  # (B, C)
+        va = out["va"].float().cpu().numpy()  # (B, 2)
+        frame_probs = out["frame_logits"].float().softmax(-1).cpu().numpy()  # (B, T, C)
+        frame_va = out["frame_va"].float().cpu().numpy()  # (B, T, 2)
+        return [
+            ClipPrediction(
+                probs=probs[b],
+                label=self.labels[int(probs[b].argmax())],
+                valence=float(va[b, 0]),
+                arousal=float(va[b, 1]),
+                frame_probs=frame_probs[b, :t],
+                frame_valence=frame_va[b, :t, 0],
+                frame_arousal=frame_va[b, :t, 1],
+            )
+            for b, t in enumerate(lengths)
+        ]
+
+    @torch.inference_mode()
+    def predict(self, clips: Sequence[Clip]) -> list[ClipPrediction]:
+        """Classify clips of face crops.
+
+        Args:
+            clips: Each clip is a sequence of `(H, W, 3)` uint8 RGB frames (any size; greyscale `(H, W)` is
+                converted) or one `(T, H, W, 3)` array, with 1 <= T <= `num_frames`.
+
+        Returns:
+            One `ClipPrediction` per clip, in order.
+
+        Raises:
+            FrameError: Naming the clip (and frame) with zero frames, too many frames, or a wrong shape or dtype.
+        """
+        if isinstance(clips, np.ndarray) and clips.ndim != 5:
+            raise FrameError(f"predict takes a list of clips (or a (B, T, H, W, 3) array), got an array of shape "
+                             f"{clips.shape}; wrap a single clip as [clip]")
+        checked = [self._clip_frames(clip, i) for i, clip in enumerate(clips)]  # fail before any compute
+        results: list[ClipPrediction] = []
+        for start in range(0, len(checked), self.batch_size):
+            chunk = checked[start:start + self.batch_size]
+            x, mask = pad_clips([self._to_tensor(f) for f in chunk], self.num_frames)  # (B, T, 3, S, S), (B, T)
+            out = self.model(x.to(self.device, self.dtype), mask.to(self.device))
+            results.extend(self._predictions(out, [len(f) for f in chunk]))
+        return results
+
+    @torch.inference_mode()
+    def embed_frames(self, frames: Sequence[np.ndarray]) -> np.ndarray:
+        """Per-frame spatial features λ (the temporal encoder's input), so a video's frames are embedded once.
+
+        Args:
+            frames: `(H, W, 3)` uint8 RGB face crops (greyscale converted), any number.
+
+        Returns:
+            `(N, D)` float32 features; `(0, D)` for no frames.
+        """
+        if len(frames) == 0:
+            return np.zeros((0, int(self.model.embed_dim)), np.float32)
+        checked = validate_frames(frames, where="frames")
+        step = self.batch_size * self.num_frames
+        feats = []
+        for start in range(0, len(checked), step):
+            x = self._to_tensor(checked[start:start + step]).to(self.device, self.dtype)  # (N, 3, S, S)
+            feats.append(self.model.forward_spatial(x)["features"].float().cpu())
+        return torch.cat(feats).numpy()
+
+    @torch.inference_mode()
+    def predict_features(self, seqs: Sequence[np.ndarray]) -> list[ClipPrediction]:
+        """Run only the temporal part on per-frame features from `embed_frames`.
+
+        Args:
+            seqs: One `(T_i, D)` feature array per clip, 1 <= T_i <= `num_frames`.
+
+        Returns:
+            One `ClipPrediction` per sequence, equal (to float tolerance) to `predict` on the same frames.
+        """
+        dim = int(self.model.embed_dim)
+        tensors = []
+        for i, seq in enumerate(seqs):
+            arr = np.asarray(seq)
+            if arr.ndim != 2 or arr.shape[1] != dim:
+                raise FrameError(f"sequence {i}: expected features of shape (T, {dim}), got {arr.shape}")
+            if not 1 <= arr.shape[0] <= self.num_frames:
+                raise FrameError(f"sequence {i} has {arr.shape[0]} frames; the model takes 1 to "
+                                 f"num_frames={self.num_frames}")
+            if not np.issubdtype(arr.dtype, np.floating) or not np.isfinite(arr).all():
+                raise FrameError(f"sequence {i}: features must be finite floats, got dtype {arr.dtype}")
+            tensors.append(torch.from_numpy(arr.astype(np.float32)))
+        results: list[ClipPrediction] = []
+        for start in range(0, len(tensors), self.batch_size):
+            chunk = tensors[start:start + self.batch_size]
+            feats, mask = pad_clips(chunk, self.num_frames)  # (B, T, D), (B, T)
+            out = self.model.forward_temporal(feats.to(self.device, self.dtype), mask.to(self.device))
+            results.extend(self._predictions(out, [len(c) for c in chunk]))
+        return results
+
+    def __repr__(self) -> str:
+        return (f"Predictor({self.info.get('architecture')}, labels={self.labels}, device={self.device}, "
+                f"dtype={self.dtype}, source={self.info.get('source')!r})")
+
+
+__all__ = [
+    "ClipPrediction",
+    "Predictor",
+    "checkpoint_config",
+    "find_checkpoint_dir",
+    "is_mlflow_uri",
+    "save_model_checkpoint",
+]
