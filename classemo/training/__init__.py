@@ -1,0 +1,1 @@
+"""Plain-PyTorch training steps and loops (no Ray: `jobs/` wraps them in Ray Train)."""
