@@ -31,11 +31,11 @@ class HaarDetector:
         scale_factor: image pyramid step; 1.1 finds the small faces that 1.3 skips.
         min_neighbors: detection votes needed; higher removes false positives and costs recall.
         profile: also run the profile cascade on the frame and its mirror (about triples detection time).
-        max_side: frames are downscaled to this longest side first; 640 keeps 360p classroom faces intact.
+        max_side: frames are downscaled to this longest side first (detection cost grows with its square).
     """
 
     def __init__(self, *, min_size_frac: float = 0.04, scale_factor: float = 1.1, min_neighbors: int = 5,
-                 profile: bool = False, max_side: int = 640) -> None:
+                 profile: bool = False, max_side: int = 480) -> None:
         self.min_size_frac = min_size_frac
         self.kwargs = dict(scale_factor=scale_factor, min_neighbors=min_neighbors, use_profile=profile,
                            max_side=max_side, pad_fraction=0.0)

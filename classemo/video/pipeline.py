@@ -195,7 +195,9 @@ def analyze_video(path: str | Path, predictor: "Predictor", *, out_dir: str | Pa
     segment_bounds(1.0, segment_s)  # validate before spending minutes on the video
     info = probe_video(path)
     pre = predictor.preprocessing
-    window = int(window or pre.get("num_frames") or 8)
+    window = int(window or predictor.num_frames)
+    if window > predictor.num_frames:
+        raise ValueError(f"window={window} frames is longer than the model takes (num_frames={predictor.num_frames})")
     stride = int(stride or max(1, window // 2))
     buffer = WindowBuffer(window, stride)
     parse_teacher(teacher)
