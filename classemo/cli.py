@@ -28,6 +28,11 @@ from classemo.data.convert import convert_app, info_cmd  # noqa: E402
 
 data_app.add_typer(convert_app, name="convert")
 data_app.command("info")(info_cmd)
+from classemo.data.synth import synth_command  # noqa: E402
+from classemo.data.synth_classroom import synth_classroom_command  # noqa: E402
+
+data_app.command("synth")(synth_command)
+data_app.command("synth-classroom")(synth_classroom_command)
 
 
 if __name__ == "__main__":

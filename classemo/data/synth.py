@@ -11,10 +11,11 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Annotated
 
 import cv2
 import numpy as np
+import typer
 
 from classemo.labels import LabelSet
 
@@ -647,3 +648,24 @@ def write_synth_dataset(root: str, *, clips_per_class: int = 60, num_frames: int
                              converter_version=SYNTH_VERSION, extra={"synth_params": params})
     manifest.extra["reused"] = False
     return manifest
+
+
+def synth_command(
+    out: Annotated[str, typer.Option("--out", help="Dataset root: a local folder or s3://bucket/prefix.")],
+    clips_per_class: Annotated[int, typer.Option(help="Clips per label (7 labels).")] = 60,
+    num_frames: Annotated[int, typer.Option(help="Frames per clip.")] = 8,
+    image_size: Annotated[int, typer.Option(help="Side of the square face crops, pixels.")] = 64,
+    seed: Annotated[int, typer.Option(help="Seed: the same seed gives the same bytes.")] = 0,
+    subjects: Annotated[int, typer.Option(help="Distinct synthetic identities; splits are by identity.")] = 30,
+    force: Annotated[bool, typer.Option("--force", help="Regenerate even if an identical dataset exists.")] = False,
+) -> None:
+    """Generate the synthetic expression-clip dataset (reused when it already exists with the same parameters)."""
+    try:
+        manifest = write_synth_dataset(out, clips_per_class=clips_per_class, num_frames=num_frames,
+                                       image_size=image_size, seed=seed, subjects=subjects, reuse=not force,
+                                       progress=True)
+    except ValueError as e:
+        raise typer.BadParameter(str(e)) from None
+    verb = "reused existing" if manifest.extra.get("reused") else "wrote"
+    typer.echo(f"{verb} synthetic dataset at {out}: {manifest.num_clips} clips {manifest.counts}, "
+               f"{num_frames} frames of {image_size}px, labels {[d['name'] for d in manifest.labels]}")
