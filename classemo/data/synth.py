@@ -515,7 +515,7 @@ def _encode_png(rgb: np.ndarray) -> bytes:
 
 def synth_clips(*, clips_per_class: int, num_frames: int, image_size: int, seed: int, subjects: int = 30,
                 labels: LabelSet | None = None, fps: float = 10.0) -> Iterator[dict]:
-    """Yield dataset rows (see classemo/data/format.py) of synthetic expression clips.
+    """Dataset rows (see classemo/data/format.py) of synthetic expression clips, generated lazily.
 
     Each clip is one identity going neutral -> apex -> back with a known `peak_index`; frame V/A follow the
     intensity from (0, 0) to the label's default V/A (jittered per clip). The clip-level V/A is the apex frame's.
@@ -531,6 +531,15 @@ def synth_clips(*, clips_per_class: int, num_frames: int, image_size: int, seed:
         fps: Frame rate written into the rows.
     """
     labels = labels or LabelSet.paper()
+    _check_synth_args(labels, clips_per_class=clips_per_class, num_frames=num_frames, image_size=image_size,
+                      subjects=subjects, fps=fps)
+    return _synth_rows(labels, clips_per_class=clips_per_class, num_frames=num_frames, image_size=image_size,
+                       seed=seed, subjects=subjects, fps=fps)
+
+
+def _check_synth_args(labels: LabelSet, *, clips_per_class: int, num_frames: int, image_size: int, subjects: int,
+                      fps: float) -> None:
+    """Raise ValueError naming the first bad argument (eagerly, before anything is written)."""
     unknown = [n for n in labels.names if n not in EXPRESSIONS]
     if unknown:
         raise ValueError(f"the synthetic generator cannot draw labels {unknown}; it knows {sorted(EXPRESSIONS)}")
@@ -539,6 +548,12 @@ def synth_clips(*, clips_per_class: int, num_frames: int, image_size: int, seed:
             raise ValueError(f"{name} must be >= 1, got {v}")
     if image_size < 16:
         raise ValueError(f"image_size must be at least 16 pixels, got {image_size}")
+    if not fps > 0:
+        raise ValueError(f"fps must be positive, got {fps}")
+
+
+def _synth_rows(labels: LabelSet, *, clips_per_class: int, num_frames: int, image_size: int, seed: int,
+                subjects: int, fps: float) -> Iterator[dict]:
     id_rng = np.random.default_rng([seed, 1])
     idents = [FaceIdentity.random(id_rng, f"synth-{seed}-{k:03d}") for k in range(subjects)]
     split_of = assign_subject_splits([i.subject_id for i in idents], seed)

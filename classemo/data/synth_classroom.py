@@ -89,9 +89,14 @@ class _Person:
     clip_bottom: int
 
 
-def _trajectory(profile: RoleProfile, labels: LabelSet, num_frames: int, fps: float, rng: np.random.Generator
-                ) -> tuple[list[str], list[str], np.ndarray, np.ndarray, np.ndarray]:
-    """Episodes of expressions separated by neutral gaps; each episode rises to an apex and decays (sin^2)."""
+def expression_trajectory(profile: RoleProfile, labels: LabelSet, num_frames: int, fps: float,
+                          rng: np.random.Generator) -> tuple[list[str], list[str], np.ndarray, np.ndarray, np.ndarray]:
+    """Episodes of expressions separated by neutral gaps; each episode rises to an apex and decays (sin^2).
+
+    Returns:
+        `(labels, drawn, intensity, valence, arousal)` per frame: the truth label ("neutral" while the intensity is
+        below `VISIBLE_MIN_INTENSITY`), the expression being drawn, its intensity, and the frame V/A.
+    """
     names = list(profile.labels)
     probs = np.array([profile.labels[n] for n in names], dtype=np.float64)
     probs /= probs.sum()
@@ -252,7 +257,7 @@ def make_classroom_video(path: str | Path, *, scenario: str = "lively", num_stud
     for k, (x, y, r, role) in enumerate(slots):
         prof = preset.teacher if role == "teacher" else preset.students
         ident = FaceIdentity.random(rng, f"classroom-{seed}-{k:02d}")
-        truth, drawn, inten, val, aro = _trajectory(prof, labels, num_frames, fps, rng)
+        truth, drawn, inten, val, aro = expression_trajectory(prof, labels, num_frames, fps, rng)
         person = _Person(
             pid="teacher" if role == "teacher" else f"student-{k - 1:02d}", role=role, ident=ident, home=(x, y),
             radius=r, labels=truth, drawn=drawn, intensity=inten, valence=val, arousal=aro,
