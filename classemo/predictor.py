@@ -7,6 +7,7 @@ as in training (`classemo.data.transforms`), so there is no train/serve skew.
 
 from __future__ import annotations
 
+import copy
 import re
 import tempfile
 from dataclasses import dataclass
@@ -183,6 +184,8 @@ class Predictor:
     ) -> None:
         """Wrap an in-memory model and its checkpoint config (see `checkpoint_config`).
 
+        The model is switched to eval mode and moved to `device`; with a `dtype` other than its own, a copy is cast.
+
         Args:
             model: The unified model.
             config: Checkpoint config with `labels` and `preprocessing`.
@@ -204,7 +207,10 @@ class Predictor:
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.dtype = dtype
         self.batch_size = batch_size
-        self.model = getattr(model, "module", model).to(device=self.device, dtype=dtype).eval()
+        module = getattr(model, "module", model)
+        if next(module.parameters()).dtype != dtype:
+            module = copy.deepcopy(module)  # casting is in place; leave the caller's (e.g. training) model alone
+        self.model = module.to(device=self.device, dtype=dtype).eval()
         self.num_frames = int(self.model.num_frames)
         if int(self.model.num_classes) != len(self.labels):
             raise CheckpointError(f"the model has {self.model.num_classes} classes but the config lists "

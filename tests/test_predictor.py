@@ -104,6 +104,17 @@ def test_batch_size_does_not_change_results(model) -> None:
     _assert_close(one, many, atol=1e-5)
 
 
+def test_bfloat16_path_stays_close_to_float32(model) -> None:
+    config = checkpoint_config(model, labels=LABELS)
+    full = Predictor(model, config, device="cpu").predict(_clips())
+    half = Predictor(model, config, device="cpu", dtype=torch.bfloat16)
+    assert next(model.parameters()).dtype == torch.float32  # the caller's model was copied, not cast
+    low = half.predict(_clips())
+    assert all(p.probs.dtype == np.float32 for p in low)
+    assert max(np.abs(a.probs - b.probs).max() for a, b in zip(full, low)) < 0.02
+    assert max(np.abs(a.frame_valence - b.frame_valence).max() for a, b in zip(full, low)) < 0.05
+
+
 def test_bad_input_errors_name_the_problem(model) -> None:
     pred = Predictor(model, checkpoint_config(model, labels=LABELS), device="cpu")
     good = _clips()[0]
