@@ -16,8 +16,9 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 
 from classemo.data.format import SPLITS, DatasetFormatError, Manifest
+from classemo.data.transforms import (DEFAULT_MEAN, DEFAULT_STD, ClipAugment, decode_image, frames_to_tensor,
+                                      pad_clips, prepare_clip)
 from classemo.metrics import VA_SOURCES
-from classemo.data.transforms import DEFAULT_MEAN, DEFAULT_STD, ClipAugment, decode_image, frames_to_tensor, prepare_clip
 
 # Only what the loop needs is read from the Parquet shards.
 READ_COLUMNS = ["clip_id", "frames", "peak_index", "label_idx", "valence", "arousal", "va_source"]
@@ -149,24 +150,25 @@ class DecodeClips:
         self.num_frames, self.image_size, self.train = num_frames, image_size, train
         self.mean, self.std = tuple(mean), tuple(std)
         self.augment = ClipAugment() if (train and augment) else None
-        self.rng = np.random.default_rng(None if train else seed)
+        self.seed = seed
 
     def __call__(self, batch: pa.Table) -> dict[str, np.ndarray]:
         import torch
 
-        from classemo.metrics import VA_SOURCES
-from classemo.data.transforms import pad_clips
+        # Fresh entropy per training batch: the instance is copied into every task, so a stored generator
+        # would replay the same draws in each one.
+        rng = np.random.default_rng(None if self.train else self.seed)
 
         frames_col = batch.column("frames").to_pylist()
         peaks_col = batch.column("peak_index").to_pylist()
         clips, peaks = [], []
         for enc, peak_index in zip(frames_col, peaks_col):
             x, _ = prepare_clip(enc, num_frames=self.num_frames, image_size=self.image_size, mean=self.mean,
-                                std=self.std, train=self.train, rng=self.rng, augment=self.augment)
+                                std=self.std, train=self.train, rng=rng, augment=self.augment)
             clips.append(x)
             peak = [decode_image(enc[_peak(enc, peak_index)])]
             if self.augment is not None:
-                peak = self.augment(peak, self.rng)
+                peak = self.augment(peak, rng)
             peaks.append(frames_to_tensor(peak, image_size=self.image_size, mean=self.mean, std=self.std)[0])
         x, mask = pad_clips(clips, self.num_frames)  # (B, T, 3, S, S), (B, T)
         return {
@@ -186,16 +188,17 @@ class DecodePeaks:
     def __init__(self, *, image_size: int, train: bool, augment: bool) -> None:
         self.image_size = image_size
         self.augment = ClipAugment(max_shift=0.03, max_scale=0.03) if (train and augment) else None
-        self.rng = np.random.default_rng()
 
     def __call__(self, batch: pa.Table) -> dict[str, np.ndarray]:
         import torch
+
+        rng = np.random.default_rng()
 
         images = []
         for enc, peak_index in zip(batch.column("frames").to_pylist(), batch.column("peak_index").to_pylist()):
             img = [decode_image(enc[_peak(enc, peak_index)])]
             if self.augment is not None:
-                img = self.augment(img, self.rng)
+                img = self.augment(img, rng)
             # mean = std = 0.5 maps [0, 1] to [-1, 1], the range of the generator's tanh output.
             images.append(frames_to_tensor(img, image_size=self.image_size, mean=(0.5,) * 3, std=(0.5,) * 3)[0])
         return {"image": torch.stack(images).numpy(),
@@ -204,17 +207,20 @@ class DecodePeaks:
 
 def clip_pipeline(ds: Any, *, num_frames: int, image_size: int, train: bool, augment: bool, map_batch_size: int,
                   mean: Sequence[float] = DEFAULT_MEAN, std: Sequence[float] = DEFAULT_STD) -> Any:
-    """Lazy decode stage for the unified model. Training rows are shuffled per epoch by the iterator's buffer."""
-    return ds.map_batches(DecodeClips, fn_constructor_kwargs=dict(num_frames=num_frames, image_size=image_size,
-                                                                  train=train, augment=augment, mean=mean, std=std),
-                          batch_size=map_batch_size, batch_format="pyarrow", concurrency=(1, 2), num_cpus=1)
+    """Lazy decode stage for the unified model. Training rows are shuffled per epoch by the iterator's buffer.
+
+    The decoder runs as stateless tasks (an instance, not a class): an actor pool would hold its CPUs even when
+    idle, and with train plus one validation dataset per rank, idle pools starve the other datasets' reads.
+    """
+    decode = DecodeClips(num_frames=num_frames, image_size=image_size, train=train, augment=augment, mean=mean,
+                         std=std)
+    return ds.map_batches(decode, batch_size=map_batch_size, batch_format="pyarrow", num_cpus=1)
 
 
 def peak_pipeline(ds: Any, *, image_size: int, train: bool, augment: bool, map_batch_size: int) -> Any:
     """Lazy decode stage for StarGAN (peak frames only)."""
-    return ds.map_batches(DecodePeaks, fn_constructor_kwargs=dict(image_size=image_size, train=train,
-                                                                  augment=augment),
-                          batch_size=map_batch_size, batch_format="pyarrow", concurrency=(1, 2), num_cpus=1)
+    return ds.map_batches(DecodePeaks(image_size=image_size, train=train, augment=augment),
+                          batch_size=map_batch_size, batch_format="pyarrow", num_cpus=1)
 
 
 def val_shards(ds: Any, world_size: int) -> dict[str, Any]:
@@ -223,6 +229,21 @@ def val_shards(ds: Any, world_size: int) -> dict[str, Any]:
     Ray Train's own split is `equal=True`, which drops rows to balance workers; validation must see every clip
     exactly once, and evaluation needs no DDP lock-step, so each rank gets its own exact shard instead.
     """
-    return {f"val_{r}": ds.map_batches(KeepShard, fn_constructor_kwargs=dict(rank=r, world_size=world_size),
-                                       batch_format="pyarrow", concurrency=1, num_cpus=0.25)
+    return {f"val_{r}": ds.map_batches(KeepShard(r, world_size), batch_format="pyarrow", num_cpus=0.25)
             for r in range(world_size)}
+
+
+def first_rows(info: DatasetInfo, split: str, num_rows: int) -> pa.Table:
+    """The first rows of a split's first shard (input examples, sample grids), read without Ray."""
+    import pyarrow.parquet as pq
+
+    files = sorted(f.path for f in info.filesystem.get_file_info(pafs.FileSelector(info.split_dir(split)))
+                   if f.path.endswith(".parquet"))
+    if not files:
+        raise DatasetError(f"split {split!r} of {info.root} has no Parquet shards")
+    return pq.read_table(files[0], columns=READ_COLUMNS, filesystem=info.filesystem).slice(0, num_rows)
+
+
+def first_clip_frames(info: DatasetInfo, split: str) -> list[bytes]:
+    """Encoded frames of the first clip of a split (the MLflow input example)."""
+    return list(first_rows(info, split, 1).column("frames")[0].as_py())

@@ -1,0 +1,413 @@
+"""The training job: Ray Data -> Ray Train (StarGAN, then the unified model) -> MLflow.
+
+    python jobs/train.py                                   # embedded default: synthetic sample, classemo_tiny
+    python jobs/train.py --config configs/train_tiny.yaml unified.epochs=3 data.root=s3://bucket/ds
+    ray job submit --working-dir . -- python jobs/train.py --config configs/train_gpu.yaml
+
+Without a cluster address a local Ray is started with pinned logical CPUs. The driver resolves every path
+(dataset, storage, MLflow sqlite) to an absolute one before workers see it: under `ray job submit` the working
+directory is a temporary copy, and workers on other nodes have other working directories.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+if __package__ in (None, ""):  # `python jobs/train.py`: make `jobs` importable like under `ray job submit`
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from classemo.config import ConfigError, JobConfig, load_config  # noqa: E402
+
+
+class JobError(RuntimeError):
+    """A training job that cannot start or finish; the message says why."""
+
+
+@dataclass
+class StageResult:
+    """What one stage produced."""
+
+    checkpoint_dir: str  # best checkpoint (local path on the driver)
+    metrics: dict[str, Any]  # metrics of that checkpoint
+    history: list[dict[str, Any]] = field(default_factory=list)
+    run_id: str = ""  # MLflow child run
+    path: str = ""  # Ray Train run directory
+
+
+# ---------------------------------------------------------------------------------------------------- helpers
+
+
+def resolve_paths(cfg: JobConfig) -> JobConfig:
+    """Absolute paths for everything workers read or write; MLflow URI fixed on the driver."""
+    from classemo.tracking import tracking_uri
+
+    def absolute(p: str) -> str:
+        return p if (not p or "://" in p) else str(Path(p).expanduser().resolve())
+
+    cfg.data.root = absolute(cfg.data.root)
+    cfg.run.storage_path = absolute(cfg.run.storage_path)
+    cfg.stargan.checkpoint = absolute(cfg.stargan.checkpoint)
+    if cfg.unified.resume_from and not cfg.unified.resume_from.startswith(("models:/", "runs:/")):
+        cfg.unified.resume_from = absolute(cfg.unified.resume_from)
+    cfg.run.tracking_uri = cfg.run.tracking_uri or tracking_uri()
+    return cfg
+
+
+def ensure_dataset(cfg: JobConfig) -> Any:
+    """Generate (or reuse) the synthetic sample when asked and the root is local; then check the dataset."""
+    from jobs.data import DatasetError, inspect_dataset
+
+    d = cfg.data
+    if d.synth_if_missing and "://" not in d.root and not (Path(d.root) / "manifest.json").exists():
+        from classemo.data.synth import write_synth_dataset
+
+        print(f"[classemo] generating the synthetic sample dataset at {d.root}", flush=True)
+        write_synth_dataset(d.root, clips_per_class=d.synth_clips_per_class, num_frames=d.synth_num_frames,
+                            image_size=d.synth_image_size, seed=d.synth_seed, reuse=True)
+    try:
+        return inspect_dataset(d.root)
+    except DatasetError as e:
+        raise JobError(str(e)) from None
+
+
+def init_ray(cfg: JobConfig) -> None:
+    """Join the configured cluster (or RAY_ADDRESS / the job's cluster), else start a local Ray."""
+    import ray
+
+    if ray.is_initialized():
+        return
+    address = cfg.run.ray_address or os.environ.get("RAY_ADDRESS")
+    if address:
+        ray.init(address=address)
+        return
+    # More logical CPUs than cores: workers take fractions and Ray Data's decode tasks need whole slots.
+    num_cpus = cfg.run.ray_num_cpus or max(4, 2 * (os.cpu_count() or 1))
+    root = str(Path(__file__).resolve().parents[1])
+    ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, configure_logging=False,
+             runtime_env={"env_vars": {"PYTHONPATH": root}})
+
+
+def quiet_data() -> None:
+    """Ray Data's per-operator progress bars flood job logs (one set per dataset per epoch); keep the summary."""
+    from ray.data import DataContext
+
+    ctx = DataContext.get_current()
+    ctx.enable_progress_bars = False
+    ctx.enable_operator_progress_bars = False
+
+
+def _split_id(info: Any, split: str) -> str:
+    """Identity of a split: root plus a fingerprint of its shard list and clip count."""
+    m = info.manifest
+    blob = f"{m.counts.get(split)}|{m.shards.get(split)}|{m.label_counts.get(split)}|{m.converter_version}"
+    return f"{info.root}#{split}:{hashlib.sha1(blob.encode()).hexdigest()[:12]}"
+
+
+def _load_resume_state(cfg: JobConfig, labels: Any) -> Any:
+    """State dict of `unified.resume_from`, checked against the dataset's labels and the model config."""
+    import torch
+
+    from classemo.checkpoint import CheckpointError
+    from classemo.predictor import Predictor
+
+    try:
+        predictor = Predictor.from_checkpoint(cfg.unified.resume_from, device="cpu")
+    except (CheckpointError, OSError, ValueError) as e:
+        raise JobError(f"cannot resume from {cfg.unified.resume_from}: {e}") from None
+    if list(predictor.labels) != list(labels.names):
+        raise JobError(f"--resume-from model {cfg.unified.resume_from} was trained on labels {predictor.labels}, "
+                       f"but the dataset {cfg.data.root} has {list(labels.names)}")
+    name = predictor.config["model"]["name"]
+    if name != cfg.unified.model:
+        raise JobError(f"--resume-from model is a {name!r}, the config asks for {cfg.unified.model!r}")
+    return {k: v.detach().cpu() for k, v in predictor.model.state_dict().items() if isinstance(v, torch.Tensor)}
+
+
+def _stage_result(result: Any, metric: str, run_id: str) -> StageResult:
+    if result.error is not None:
+        raise JobError(f"training failed: {result.error}")
+    best = result.get_best_checkpoint(metric=metric, mode="max") if metric in (result.metrics or {}) else None
+    ckpt = best or result.checkpoint
+    if ckpt is None:
+        raise JobError("training reported no checkpoint")
+    local = ckpt.to_directory(tempfile.mkdtemp(prefix="classemo-ckpt-"))
+    metrics = next((m for c, m in (result.best_checkpoints or []) if c.path == ckpt.path), result.metrics)
+    history = (result.return_value or {}).get("history", [])
+    return StageResult(checkpoint_dir=local, metrics=dict(metrics or {}), history=history, run_id=run_id,
+                       path=str(result.path))
+
+
+# ------------------------------------------------------------------------------------------------ the trainers
+
+
+def build_trainer(cfg: JobConfig, info: Any, *, train_fn: Any, datasets: dict[str, Any], train_loop_config: dict,
+                  name: str, metric: str, callbacks: Sequence[Any] = ()) -> Any:
+    """A TorchTrainer with ScalingConfig, checkpointing (best by `metric`) and FailureConfig from `cfg`."""
+    import ray.cloudpickle
+    import ray.train
+    from ray.train.torch import TorchConfig, TorchTrainer
+
+    import jobs.data
+    import jobs.stages
+
+    # Workers (on any node) unpickle these modules by value, so they need not be importable there.
+    for module in (jobs.data, jobs.stages):
+        ray.cloudpickle.register_pickle_by_value(module)
+    s = cfg.scaling
+    resources = {"CPU": s.cpus_per_worker, **({"GPU": s.gpus_per_worker} if s.use_gpu else {})}
+    return TorchTrainer(
+        train_fn,
+        train_loop_config=train_loop_config,
+        torch_config=TorchConfig(backend="nccl" if s.use_gpu else "gloo"),
+        scaling_config=ray.train.ScalingConfig(num_workers=s.num_workers, use_gpu=s.use_gpu,
+                                               resources_per_worker=resources),
+        run_config=ray.train.RunConfig(
+            name=name,
+            storage_path=cfg.run.storage_path,
+            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=cfg.run.num_to_keep,
+                                                         checkpoint_score_attribute=metric,
+                                                         checkpoint_score_order="max"),
+            failure_config=ray.train.FailureConfig(max_failures=cfg.run.max_failures),
+            callbacks=list(callbacks) or None,
+        ),
+        datasets=datasets,
+        dataset_config=ray.train.DataConfig(datasets_to_split=["train"]),
+    )
+
+
+def _child_run(cfg: JobConfig, parent_run_id: str | None, stage: str) -> str:
+    """A child run of the job's parent run (created by the driver; rank 0 logs into it by id)."""
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    if parent_run_id is None:
+        return ""
+    client = MlflowClient(cfg.run.tracking_uri)
+    exp = client.get_run(parent_run_id).info.experiment_id
+    run = client.create_run(exp, run_name=f"{cfg.run.name}-{stage}",
+                            tags={"mlflow.parentRunId": parent_run_id, "classemo.stage": stage})
+    params = [mlflow.entities.Param(k, str(v)[:6000]) for k, v in cfg.flat().items()]
+    for i in range(0, len(params), 100):
+        client.log_batch(run.info.run_id, params=params[i:i + 100])
+    return run.info.run_id
+
+
+def run_training(cfg: JobConfig, info: Any = None, *, generator_dir: str = "", parent_run_id: str | None = None,
+                 callbacks: Sequence[Any] = ()) -> StageResult:
+    """Stage 2: train the unified model with Ray Train; returns the best checkpoint (by val accuracy).
+
+    This is the driver function Ray Tune wraps: pass Tune's callbacks in `callbacks`.
+
+    Args:
+        cfg: The resolved job config (call `resolve_paths` first).
+        info: `jobs.data.DatasetInfo`; read from `cfg.data.root` when None.
+        generator_dir: StarGAN generator checkpoint for the M_H augmentation ("" = real peak frames only).
+        parent_run_id: MLflow parent run; a child run "unified" is created under it (None: no MLflow logging).
+        callbacks: Extra Ray Train `UserCallback`s.
+    """
+    import ray
+
+    from jobs.data import clip_pipeline, read_split, val_shards
+    from jobs.stages import pack_dir, unified_train_fn
+
+    info = info or ensure_dataset(cfg)
+    labels = info.manifest.label_set
+    init_ray(cfg)
+    quiet_data()
+    d = cfg.data
+    init_state = ray.put(_load_resume_state(cfg, labels)) if cfg.unified.resume_from else None
+    generator = ray.put(pack_dir(generator_dir)) if generator_dir else None
+    if not generator_dir:
+        print("[classemo] no StarGAN generator: M_H uses the real peak frames only", flush=True)
+    counts = [info.manifest.label_counts.get("train", {}).get(n, 0) for n in labels.names]
+    train = clip_pipeline(read_split(info, "train", limit=d.limit_train), num_frames=d.num_frames,
+                          image_size=d.image_size, train=True, augment=d.augment, map_batch_size=d.map_batch_size)
+    val = {k: clip_pipeline(v, num_frames=d.num_frames, image_size=d.image_size, train=False, augment=False,
+                            map_batch_size=d.map_batch_size)
+           for k, v in val_shards(read_split(info, "val"), cfg.scaling.num_workers).items()}
+    run_id = _child_run(cfg, parent_run_id, "unified")
+    trainer = build_trainer(
+        cfg, info, train_fn=unified_train_fn, datasets={"train": train, **val},
+        train_loop_config={"job": cfg.to_dict(), "labels": labels.to_list(), "class_counts": counts,
+                           "tracking_uri": cfg.run.tracking_uri, "mlflow_run_id": run_id,
+                           "init_state": init_state, "generator": generator},
+        name=f"{cfg.run.name}-unified-{int(time.time())}", metric="val_accuracy", callbacks=callbacks,
+    )
+    return _stage_result(trainer.fit(), "val_accuracy", run_id)
+
+
+def run_stargan(cfg: JobConfig, info: Any = None, *, parent_run_id: str | None = None,
+                callbacks: Sequence[Any] = ()) -> StageResult:
+    """Stage 1: StarGAN on peak frames with Ray Train; returns the best generator (by val domain accuracy).
+
+    The translation grid of a few validation peak frames is logged to the stage's MLflow child run.
+    """
+    from jobs.data import peak_pipeline, read_split, val_shards
+    from jobs.stages import stargan_train_fn
+
+    info = info or ensure_dataset(cfg)
+    labels = info.manifest.label_set
+    init_ray(cfg)
+    quiet_data()
+    d = cfg.data
+    train = peak_pipeline(read_split(info, "train", limit=d.limit_train), image_size=d.image_size, train=True,
+                          augment=d.augment, map_batch_size=d.map_batch_size)
+    val = {k: peak_pipeline(v, image_size=d.image_size, train=False, augment=False, map_batch_size=d.map_batch_size)
+           for k, v in val_shards(read_split(info, "val"), cfg.scaling.num_workers).items()}
+    run_id = _child_run(cfg, parent_run_id, "stargan")
+    trainer = build_trainer(
+        cfg, info, train_fn=stargan_train_fn, datasets={"train": train, **val},
+        train_loop_config={"job": cfg.to_dict(), "labels": labels.to_list(), "tracking_uri": cfg.run.tracking_uri,
+                           "mlflow_run_id": run_id},
+        name=f"{cfg.run.name}-stargan-{int(time.time())}", metric="val_domain_acc", callbacks=callbacks,
+    )
+    stage = _stage_result(trainer.fit(), "val_domain_acc", run_id)
+    stage.checkpoint_dir = str(Path(stage.checkpoint_dir) / "generator")
+    if run_id:
+        _log_stargan_grid(cfg, info, stage)
+    return stage
+
+
+def _log_stargan_grid(cfg: JobConfig, info: Any, stage: StageResult) -> None:
+    """The StarGAN sample grid (each input translated into every domain) into the stage's child run."""
+    import mlflow
+    import torch
+
+    from classemo.augment import save_translation_grid
+    from classemo.checkpoint import load_checkpoint
+    from classemo.plots import plot_learning_curves
+    from jobs.data import DecodePeaks, first_rows
+
+    generator, _ = load_checkpoint(stage.checkpoint_dir)
+    rows = first_rows(info, "val", 4)
+    batch = DecodePeaks(image_size=cfg.data.image_size, train=False, augment=False)(rows)
+    with mlflow.start_run(run_id=stage.run_id), tempfile.TemporaryDirectory() as tmp:
+        save_translation_grid(generator, torch.from_numpy(batch["image"]), torch.from_numpy(batch["label"]),
+                              list(info.manifest.label_set.names), Path(tmp) / "stargan_grid.png")
+        curves = {k: [h.get(k, float("nan")) for h in stage.history]
+                  for k in ("train_d_total", "train_g_total", "val_domain_acc")}
+        plot_learning_curves(curves, path=Path(tmp) / "stargan_learning_curves.png")
+        mlflow.log_artifacts(tmp)
+
+
+# ------------------------------------------------------------------------------------------- evaluation + MLflow
+
+
+def finish_unified(cfg: JobConfig, info: Any, stage: StageResult) -> dict[str, Any]:
+    """Test-set evaluation, plots, model logging, registration and the champion alias (driver side)."""
+    import mlflow
+
+    from classemo.evaluate import evaluate_dataset, log_evaluation
+    from classemo.mlflow_model import log_model, register_and_promote
+    from classemo.plots import plot_learning_curves
+    from jobs.data import first_clip_frames
+
+    model_dir = str(Path(stage.checkpoint_dir) / "model")
+    test = evaluate_dataset(model_dir, cfg.data.root, split="test")
+    out: dict[str, Any] = {"test": test, "checkpoint": model_dir}
+    if not stage.run_id:
+        return out
+    with mlflow.start_run(run_id=stage.run_id):
+        log_evaluation(test, labels=list(test["per_class_accuracy"]), prefix="test_")
+        curves = {k: [h.get(k, float("nan")) for h in stage.history]
+                  for k in ("train_loss", "val_accuracy", "val_uar")}
+        with tempfile.TemporaryDirectory() as tmp:
+            plot_learning_curves(curves, path=Path(tmp) / "learning_curves.png")
+            (Path(tmp) / "config.yaml").write_text(cfg.to_yaml())
+            mlflow.log_artifacts(tmp)
+        info_model = log_model(model_dir, first_clip_frames(info, "val"))
+        out["model_uri"] = info_model.model_uri
+        if cfg.run.register:
+            split = _split_id(info, "val")
+            val_score = float(stage.metrics.get("val_accuracy", float("nan")))
+
+            def score_champion(uri: str) -> float:
+                return float(evaluate_dataset(uri, cfg.data.root, split="val")["accuracy"])
+
+            promo = register_and_promote(info_model.model_uri, score=val_score, split_id=split,
+                                         name=cfg.run.registered_name, evaluate_champion=score_champion)
+            mlflow.set_tags({"registered_version": promo.version, "champion_moved": str(promo.promoted)})
+            out["promotion"] = promo
+    return out
+
+
+def run_job(cfg: JobConfig) -> dict[str, Any]:
+    """The whole job: dataset, MLflow parent run, stage 1 (StarGAN), stage 2 (unified), evaluation."""
+    import mlflow
+
+    cfg = resolve_paths(cfg)
+    info = ensure_dataset(cfg)
+    if not (cfg.stargan.enabled or cfg.unified.enabled):
+        raise JobError("both stages are disabled (stargan.enabled=false, unified.enabled=false): nothing to do")
+    if cfg.unified.resume_from:
+        _load_resume_state(cfg, info.manifest.label_set)  # fail before any training starts
+    init_ray(cfg)
+    mlflow.set_tracking_uri(cfg.run.tracking_uri)
+    mlflow.set_experiment(cfg.run.experiment)
+    out: dict[str, Any] = {"tracking_uri": cfg.run.tracking_uri}
+    t0 = time.perf_counter()
+    with mlflow.start_run(run_name=cfg.run.name) as parent:
+        out["parent_run_id"] = parent.info.run_id
+        mlflow.log_text(cfg.to_yaml(), "config.yaml")
+        generator_dir = cfg.stargan.checkpoint
+        if cfg.stargan.enabled:
+            out["stargan"] = run_stargan(cfg, info, parent_run_id=parent.info.run_id)
+            generator_dir = out["stargan"].checkpoint_dir
+        if cfg.unified.enabled:
+            out["unified"] = run_training(cfg, info, generator_dir=generator_dir, parent_run_id=parent.info.run_id)
+            out.update(finish_unified(cfg, info, out["unified"]))
+        out["seconds"] = time.perf_counter() - t0
+        mlflow.log_metric("job_seconds", out["seconds"])
+    return out
+
+
+def print_summary(out: dict[str, Any]) -> None:
+    from classemo.evaluate import format_metrics
+
+    if "test" in out:
+        print(format_metrics(out["test"], title="test split"))
+    if "promotion" in out:
+        p = out["promotion"]
+        print(f"registered classemo v{p.version}; champion {'moved' if p.promoted else 'kept'}: {p.reason}")
+    print(f"MLflow: {out['tracking_uri']} (parent run {out.get('parent_run_id')}); "
+          f"job took {out.get('seconds', 0):.0f} s")
+
+
+def parse_args(argv: Sequence[str] | None = None) -> JobConfig:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0], formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--config", help="YAML file with any of the sections data, stargan, unified, scaling, run")
+    p.add_argument("--resume-from", help="start the unified model from this checkpoint dir or models:/ URI")
+    p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
+    p.add_argument("overrides", nargs="*", help="section.key=value overrides, e.g. unified.epochs=3")
+    args = p.parse_args(argv)
+    overrides = list(args.overrides) + ([f"unified.resume_from={args.resume_from}"] if args.resume_from else [])
+    cfg = load_config(args.config, overrides)
+    if args.print_config:
+        print(cfg.to_yaml())
+        raise SystemExit(0)
+    return cfg
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from jobs.data import DatasetError
+
+    try:
+        cfg = parse_args(argv)
+        out = run_job(cfg)
+    except (ConfigError, JobError, DatasetError) as e:
+        print(f"classemo train: error: {e}", file=sys.stderr)
+        return 2
+    print_summary(out)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
