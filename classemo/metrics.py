@@ -125,8 +125,10 @@ class MetricAccumulator:
         va_p = np.full((b, 2), np.nan, np.float32)
         va_t = np.full((b, 2), np.nan, np.float32)
         if va_pred is not None and va_true is not None:
-            va_p = torch.as_tensor(va_pred).detach().cpu().float().numpy().reshape(b, 2)
-            va_t = torch.as_tensor(va_true).detach().cpu().float().numpy().reshape(b, 2)
+            va_p = torch.as_tensor(va_pred).detach().cpu().float().numpy()
+            va_t = torch.as_tensor(va_true).detach().cpu().float().numpy()
+            if va_p.shape != (b, 2) or va_t.shape != (b, 2):
+                raise ValueError(f"va_pred and va_true must have shape ({b}, 2), got {va_p.shape} and {va_t.shape}")
         if va_source is None:
             source = np.full(b, "annotated", dtype=object)
         else:

@@ -97,6 +97,16 @@ def test_m_h_uses_the_peak_batch_and_is_zero_without_it() -> None:
         unified_loss(_outputs(), tgt, **WEIGHTS, peak_logits=peak)
 
 
+def test_target_shapes_are_checked() -> None:
+    tgt = _targets()
+    with pytest.raises(ValueError, match=r"targets\['label'\] must have shape \(4,\)"):
+        unified_loss(_outputs(), {**tgt, "label": tgt["label"][:2]}, **WEIGHTS)
+    with pytest.raises(ValueError, match=r"targets\['mask'\] must have shape \(4, 5\)"):
+        unified_loss(_outputs(), {**tgt, "mask": tgt["mask"][:, :3]}, **WEIGHTS)
+    with pytest.raises(ValueError, match=r"targets\['va'\] must have shape \(4, 2\)"):
+        unified_loss(_outputs(), {**tgt, "va": tgt["va"][:, 0]}, **WEIGHTS)
+
+
 def test_m_y_is_zero_without_netvlad() -> None:
     losses = unified_loss(_outputs(vlad=False), _targets(), **WEIGHTS)
     assert losses["m_y"] == 0 and torch.isfinite(losses["total"])

@@ -93,6 +93,8 @@ def test_accumulator_without_va_and_bad_input() -> None:
         acc.update(torch.zeros(2, 4), [0, 1])
     with pytest.raises(ValueError, match="va_source"):
         acc.update(torch.zeros(1, 3), [0], va_pred=np.zeros((1, 2)), va_true=np.zeros((1, 2)), va_source=["maybe"])
+    with pytest.raises(ValueError, match=r"shape \(1, 2\)"):
+        acc.update(torch.zeros(1, 3), [0], va_pred=np.zeros((1, 3)), va_true=np.zeros((1, 2)))
     with pytest.raises(ValueError, match="missing"):
         acc.merge({"pred": np.zeros(1)})
 

@@ -139,9 +139,15 @@ def unified_loss(
     """
     label = targets["label"].long()
     logits = outputs["logits"]
+    mask = targets.get("mask")
+    # Shape checks only (no value checks): reading values would force a GPU sync every step.
+    if label.shape != logits.shape[:1]:
+        raise ValueError(f"targets['label'] must have shape ({logits.shape[0]},), got {tuple(label.shape)}")
+    if mask is not None and mask.shape != outputs["vit_logits"].shape[:2]:
+        raise ValueError(f"targets['mask'] must have shape {tuple(outputs['vit_logits'].shape[:2])} (B, T), "
+                         f"got {tuple(mask.shape)}")
     if class_weights is not None:
         class_weights = class_weights.to(device=logits.device, dtype=logits.dtype)
-    mask = targets.get("mask")
     zero = logits.sum() * 0.0
     ce = dict(weight=class_weights, label_smoothing=label_smoothing)
 
@@ -156,6 +162,8 @@ def unified_loss(
     m_y = _frame_ce(vlad, label, mask, class_weights, label_smoothing) if vlad is not None else zero
     temporal = F.cross_entropy(logits, label, **ce)
     va_target = targets.get("va")
+    if va_target is not None and va_target.shape != outputs["va"].shape:
+        raise ValueError(f"targets['va'] must have shape {tuple(outputs['va'].shape)}, got {tuple(va_target.shape)}")
     va = masked_va_loss(outputs["va"], va_target.to(outputs["va"]), va_loss) if va_target is not None else zero
 
     total = m_h + eta1 * m_b + eta2 * m_y + lambda_t * temporal + lambda_va * va
