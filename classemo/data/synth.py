@@ -684,3 +684,31 @@ def synth_command(
     verb = "reused existing" if manifest.extra.get("reused") else "wrote"
     typer.echo(f"{verb} synthetic dataset at {out}: {manifest.num_clips} clips {manifest.counts}, "
                f"{num_frames} frames of {image_size}px, labels {[d['name'] for d in manifest.labels]}")
+
+
+def sample_grid(*, seed: int = 0, identities: int = 4, size: int = 64, course_frames: int = 7) -> np.ndarray:
+    """A picture of the generator for the docs: one row per identity with every label at its apex, then one row
+    of a `happy` clip's onset -> apex -> offset. Labels are written above the columns.
+
+    Returns:
+        (H, W, 3) uint8 RGB image.
+    """
+    labels = LabelSet.paper().names
+    rng = np.random.default_rng([seed, 5])
+    header = np.full((16, size * len(labels), 3), 255, np.uint8)
+    for j, name in enumerate(labels):
+        cv2.putText(header, name, (j * size + 2, 12), cv2.FONT_HERSHEY_SIMPLEX, 0.33, (0, 0, 0), 1, cv2.LINE_AA)
+    rows = [header]
+    for k in range(identities):
+        ident = FaceIdentity.random(rng, f"grid-{k}")
+        rows.append(np.concatenate([render_face(ident, e, 1.0, size=size, rng=rng, jitter=0.3) for e in labels], 1))
+    ident = FaceIdentity.random(rng, "grid-course")
+    big = size * SUPERSAMPLE
+    background, nuisance = _background(rng, big, big), Nuisance.random(rng, 0.3)
+    course = intensity_course(course_frames, course_frames // 2, 1.0, width=course_frames / 4)
+    strip = [_render(ident, action_vector("happy", float(c), identity=ident), size, rng, nuisance, background)
+             for c in course]
+    strip_img = np.full_like(rows[1], 255)
+    strip_img[:, : size * len(strip)] = np.concatenate(strip, 1)[:, : strip_img.shape[1]]
+    rows.append(strip_img)
+    return np.concatenate(rows, 0)
