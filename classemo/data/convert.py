@@ -304,6 +304,7 @@ def convert_images(
     image_size: int = 112,
     margin: float = 0.2,
     whole_image_fallback: bool = False,
+    min_face_fraction: float = 0.3,
     fps: float = 30.0,
     fractions: Sequence[float] = DEFAULT_FRACTIONS,
     seed: int = 0,
@@ -329,6 +330,9 @@ def convert_images(
         margin: Context around the detected face, as a fraction of its side.
         whole_image_fallback: When no face is found, keep the whole image as the crop (for photos that are
             already face-centred crops) instead of rejecting it; counted apart from detected faces.
+        min_face_fraction: Smallest face side as a fraction of the image's shorter side, for the default
+            detector. Labelled face photos are mostly face; skipping small windows makes detection ~4x faster.
+            Lower it for photos with small faces.
         fps: Frame rate recorded for image sequences.
         fractions: train/val/test fractions.
         seed: Split seed.
@@ -417,7 +421,7 @@ def convert_images(
 
     planned = list(clips.values())
     summary.split_by = _split_clips(planned, fractions, seed)
-    detector = detector or HaarFaceDetector(min_rel_size=0.3, max_side=160, use_profile=True)
+    detector = detector or HaarFaceDetector(min_rel_size=min_face_fraction, max_side=128, use_profile=True)
 
     # 3. Decode, detect, crop and encode, streaming rows into the writer.
     def rows() -> Iterator[dict]:
@@ -778,6 +782,7 @@ def convert_images_cmd(
     margin: float = typer.Option(0.2, help="Context around the face, as a fraction of its side."),
     whole_image_fallback: bool = typer.Option(False, "--whole-image-fallback/--no-whole-image-fallback",
                                               help="Keep the whole image when no face is found (face-centred photos)."),
+    min_face_fraction: float = typer.Option(0.3, help="Smallest face side as a fraction of the image's shorter side."),
     fps: float = typer.Option(30.0, help="Frame rate recorded for image sequences."),
     split: str = _SplitOpt,
     seed: int = typer.Option(0, help="Split seed."),
@@ -787,7 +792,8 @@ def convert_images_cmd(
     """Convert a labelled image folder (faces detected with OpenCV's Haar cascades, cropped and resized)."""
     _run(lambda: convert_images(src, out, labels_csv=labels_csv, label_column=label_column, pattern=pattern,
                                 label_map=label_map, labels=parse_label_set(labels), image_size=image_size,
-                                margin=margin, whole_image_fallback=whole_image_fallback, fps=fps,
+                                margin=margin, whole_image_fallback=whole_image_fallback,
+                                min_face_fraction=min_face_fraction, fps=fps,
                                 fractions=_fractions(split), seed=seed, frame_format=frame_format,
                                 progress=progress), out)
 

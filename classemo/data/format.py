@@ -108,8 +108,9 @@ def _s3_filesystem() -> pafs.FileSystem:
     import s3fs
 
     endpoint = os.environ.get("AWS_ENDPOINT_URL") or os.environ.get("AWS_ENDPOINT_URL_S3")
-    # Listings are not cached: a dataset may be rewritten by another process between two reads.
-    fs = s3fs.S3FileSystem(endpoint_url=endpoint, use_listings_cache=False, skip_instance_cache=True)
+    # Listings are not cached (a dataset may be rewritten by another process between two reads); the instance is
+    # (s3fs caches it per endpoint), since creating a session costs far more than any small read.
+    fs = s3fs.S3FileSystem(endpoint_url=endpoint, use_listings_cache=False)
     return pafs.PyFileSystem(pafs.FSSpecHandler(fs))
 
 

@@ -336,16 +336,17 @@ def test_convert_to_s3(tmp_path, faces, s3_bucket):
 
 def test_muxspace_folder(tmp_path, shared_dir):
     src = shared_dir / "data" / "faces-muxspace"
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     manifest, summary = convert_images(src, str(tmp_path / "mux"), whole_image_fallback=True, progress=False,
                                        label_map=REPO / "configs" / "label_maps" / "muxspace.yaml")
-    seconds = time.perf_counter() - start
+    seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu_start
     rate = summary.face_found / summary.inputs
     print(f"\nfaces-muxspace: {summary.format()}\n  face found in {rate:.1%} of {summary.inputs} inputs, "
-          f"{seconds:.1f} s")
+          f"{seconds:.1f} s wall, {cpu_seconds:.1f} s CPU")
     assert summary.inputs == 1926  # labels.csv rows, one listed twice
     assert summary.rejected == 1 and summary.reasons == {"duplicate id": 1}
     assert summary.converted == 1925 == summary.face_found + summary.whole_image_fallback
     assert rate >= 0.90
     assert manifest.num_clips == 1925 and manifest.label_counts["train"]["positive"] > 0
-    assert seconds < 120
+    # CPU time, not wall time: the converter is one process, and wall time on a shared machine measures the load.
+    assert cpu_seconds < 60
