@@ -93,7 +93,7 @@ def _frame_ce(
     frame_logits: Tensor, label: Tensor, mask: Tensor | None, weight: Tensor | None, label_smoothing: float
 ) -> Tensor:
     """Per-frame CE with the clip label, over real (unmasked) frames only."""
-    b, t = frame_logits.shape[:2]
+    t = frame_logits.shape[1]
     flat = rearrange(frame_logits, "b t c -> (b t) c")
     flat_label = repeat(label, "b -> (b t)", t=t)
     if mask is not None:
