@@ -1,0 +1,59 @@
+"""Job config: dataclass defaults, YAML, `section.key=value` overrides, and clear errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from classemo.config import ConfigError, JobConfig, load_config, parse_override
+
+CONFIGS = Path(__file__).resolve().parents[2] / "configs"
+
+
+def test_defaults_are_the_embedded_cpu_demo() -> None:
+    cfg = JobConfig()
+    assert cfg.unified.model == "classemo_tiny" and cfg.data.root == "data/sample"
+    assert 0 < cfg.scaling.cpus_per_worker < 1  # fractional, so Ray Data keeps CPUs
+
+
+def test_yaml_then_overrides_win_and_types_are_checked(tmp_path: Path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text("unified:\n  epochs: 3\n  model_kwargs: {use_netvlad: false}\nscaling:\n  num_workers: 1\n")
+    cfg = load_config(path, ["unified.epochs=5", "unified.lr=0.01", "data.root=s3://bucket/ds"])
+    assert cfg.unified.epochs == 5 and cfg.unified.lr == 0.01 and cfg.scaling.num_workers == 1
+    assert cfg.unified.model_kwargs == {"use_netvlad": False}
+    assert cfg.data.root == "s3://bucket/ds"
+    assert JobConfig.from_dict(cfg.to_dict()) == cfg  # the saved config rebuilds the same job
+    assert cfg.flat()["unified.epochs"] == 5
+
+
+@pytest.mark.parametrize("override, message", [
+    ("unified.epoch=3", "unknown config key"),
+    ("unified.epochs=three", "expected an integer"),
+    ("scaling.use_gpu=maybe", "expected true/false"),
+    ("nokey", "section.key=value"),
+])
+def test_bad_overrides_name_the_problem(override: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load_config(None, [override])
+
+
+def test_missing_or_malformed_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config(tmp_path / "nope.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("- a list\n")
+    with pytest.raises(ConfigError, match="mapping"):
+        load_config(bad)
+
+
+def test_shipped_configs_load() -> None:
+    files = sorted(CONFIGS.glob("train_*.yaml"))
+    assert files
+    for f in files:
+        load_config(f)
+
+
+def test_parse_override_parses_yaml_values() -> None:
+    assert parse_override("a.b=[1, 2]") == {"a": {"b": [1, 2]}}
