@@ -1,0 +1,170 @@
+"""Pydantic schemas of the classemo Serve application: the launch args and the HTTP request/response bodies.
+
+The same `ServeArgs` model validates `args:` in `serve/config.yaml` (Ray Serve's typed application builder), so
+a typo in the config fails at `serve run` / `serve deploy` time, not on the first request.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+
+class ServeArgs(BaseModel):
+    """Launch arguments of the classemo application (the `args:` block of serve/config.yaml)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model_uri: str = Field("models:/classemo@champion", description="Checkpoint dir or MLflow models:/ or runs:/ URI")
+    device: str | None = Field(None, description="Torch device of the model replicas; CUDA when available")
+    # Dynamic batching (a batch is a list of clips from any number of requests).
+    max_batch_size: int = Field(16, ge=1, le=1024, description="Clips per forward pass (@serve.batch)")
+    batch_wait_timeout_s: float = Field(0.01, ge=0, le=10, description="How long a partial batch waits for more")
+    # Replicas and load shedding of the model deployment.
+    min_replicas: int = Field(1, ge=1)
+    max_replicas: int = Field(2, ge=1)
+    target_ongoing_requests: float = Field(4.0, gt=0, description="Autoscaling target per model replica")
+    upscale_delay_s: float = Field(10.0, ge=0)
+    downscale_delay_s: float = Field(60.0, ge=0)
+    look_back_period_s: float = Field(10.0, gt=0, description="Window the autoscaler averages load over")
+    max_ongoing_requests: int = Field(32, ge=1, description="In-flight clips per model replica (>= max_batch_size)")
+    max_queued_requests: int = Field(256, ge=-1, description="Clips queued per caller before 503; -1 = unbounded")
+    retry_after_s: float = Field(1.0, ge=0, description="Retry-After seconds sent with a load-shedding 503")
+    model_num_cpus: float = Field(1.0, gt=0, description="CPUs reserved per model replica")
+    model_num_gpus: float = Field(0.0, ge=0, description="GPUs reserved per model replica")
+    torch_threads: int | None = Field(None, ge=1, description="torch.set_num_threads in a model replica")
+    health_check_period_s: float = Field(10.0, gt=0)
+    health_check_timeout_s: float = Field(30.0, gt=0)
+    # Input limits: everything past them is a 4xx, never a replica crash.
+    max_body_bytes: int = Field(32 * 2**20, ge=1024, description="Largest JSON body (413 above it)")
+    max_video_bytes: int = Field(512 * 2**20, ge=1024, description="Largest video upload (413 above it)")
+    max_clips_per_request: int = Field(32, ge=1)
+    min_image_side: int = Field(8, ge=1, description="Smallest frame side in pixels")
+    max_image_side: int = Field(4096, ge=16, description="Largest frame side in pixels")
+    # Videos: short ones are answered inline, longer ones become a polled job.
+    inline_video_max_s: float = Field(15.0, ge=0, description="Videos up to this long are analysed inline")
+    video_fps: float = Field(5.0, gt=0, description="Analysis frame rate of uploaded videos")
+    max_video_jobs: int = Field(64, ge=1, description="Finished video jobs kept for polling")
+    debug_routes: bool = Field(False, description="Expose POST /debug/crash (tests only); also env CLASSEMO_SERVE_DEBUG=1")
+
+    @model_validator(mode="after")
+    def _check(self) -> "ServeArgs":
+        if self.max_replicas < self.min_replicas:
+            raise ValueError(f"max_replicas={self.max_replicas} is below min_replicas={self.min_replicas}")
+        if self.max_image_side < self.min_image_side:
+            raise ValueError(f"max_image_side={self.max_image_side} is below min_image_side={self.min_image_side}")
+        return self
+
+    def model_user_config(self) -> dict[str, Any]:
+        """The model deployment's user_config: what `reconfigure` can change without restarting replicas."""
+        return {"model_uri": self.model_uri, "max_batch_size": self.max_batch_size,
+                "batch_wait_timeout_s": self.batch_wait_timeout_s}
+
+
+class ModelUserConfig(BaseModel):
+    """The model deployment's user_config (changed live with `serve deploy` or `serve.run`)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model_uri: str
+    max_batch_size: int = Field(16, ge=1, le=1024)
+    batch_wait_timeout_s: float = Field(0.01, ge=0, le=10)
+
+
+class ClipIn(BaseModel):
+    """One clip: its frames as base64 PNG/JPEG, in time order."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    frames: list[str] = Field(..., description="Base64 PNG or JPEG images (face crops, or whole frames with "
+                                               "detect_faces)")
+
+
+class ClipsRequest(BaseModel):
+    """Body of POST /v1/clips."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    clips: list[ClipIn] = Field(..., description="One or more clips")
+    detect_faces: bool = Field(False, description="Frames are whole images: crop the largest face of each first")
+
+
+class FaceBoxOut(BaseModel):
+    """The face used from one frame (pixel coordinates of the uploaded image); null when none was found."""
+
+    x: int
+    y: int
+    w: int
+    h: int
+
+
+class ClipOut(BaseModel):
+    """Predictions for one clip."""
+
+    label: str = Field(..., description="Top class")
+    probs: dict[str, float] = Field(..., description="Class probabilities of the clip")
+    valence: float
+    arousal: float
+    frame_probs: list[list[float]] = Field(..., description="(T, C) per-frame class probabilities")
+    frame_valence: list[float]
+    frame_arousal: list[float]
+    faces: list[FaceBoxOut | None] | None = Field(None, description="With detect_faces: the face used per frame")
+    batch_size: int = Field(..., description="Clips in the model batch this clip was computed in")
+
+
+class ClipsResponse(BaseModel):
+    """Body returned by POST /v1/clips."""
+
+    model: dict[str, Any] = Field(..., description="Source, name, version, alias and run id of the model used")
+    predictions: list[ClipOut]
+
+
+class ModelInfo(BaseModel):
+    """Body returned by GET /v1/model."""
+
+    source: str | None = None
+    architecture: str | None = None
+    registered_model: str | None = None
+    version: str | None = None
+    alias: str | None = None
+    run_id: str | None = None
+    labels: list[str]
+    preprocessing: dict[str, Any]
+    num_frames: int
+    device: str
+
+
+class BatchStats(BaseModel):
+    """Body returned by GET /v1/stats: batch sizes seen by the model replica that answered."""
+
+    replica: str
+    batches: int
+    clips: int
+    max_batch_size_seen: int
+    histogram: dict[int, int] = Field(..., description="batch size -> number of batches")
+    max_batch_size: int
+    batch_wait_timeout_s: float
+
+
+class Health(BaseModel):
+    """Body returned by GET /healthz."""
+
+    status: Literal["ok"]
+    model: str | None
+
+
+class VideoJob(BaseModel):
+    """A video analysis: inline result, or a job to poll at GET /v1/videos/{job_id}."""
+
+    job_id: str
+    status: Literal["pending", "running", "done", "failed"]
+    duration_s: float
+    error: str | None = None
+    result: dict[str, Any] | None = Field(None, description="summary, per-person tracks and timeline rows")
+
+
+class ErrorOut(BaseModel):
+    """Body of every 4xx/5xx this application raises itself."""
+
+    detail: str
