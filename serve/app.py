@@ -444,4 +444,5 @@ def build_app(args: ServeArgs) -> serve.Application:
         max_queued_requests=args.max_queued_requests,
         backpressure_config={"status_code": 503, "retry_after_s": args.retry_after_s},
     )
-    return gateway.bind(model, args.model_dump())
+    # The ingress does not get the model's user_config fields, so a model switch never restarts it.
+    return gateway.bind(model, args.model_dump(exclude=set(args.model_user_config())))
