@@ -125,8 +125,8 @@ def assign_splits(
     """Seeded split of groups (subjects, or clips when there are no subjects) into train/val/test.
 
     Args:
-        groups: group key -> label of the group (its most common label), or a mapping of group -> size via
-            `groups` repeated; each group lands wholly in one split, so no subject is in two splits.
+        groups: group key (a subject, or a clip) -> the group's label (its most common one). Each group lands
+            wholly in one split, so no subject is in two splits.
         fractions: train, val, test fractions (normalised).
         seed: Shuffle seed.
         stratify: Cut each label's groups separately so every split sees every label that has enough groups.
@@ -199,7 +199,9 @@ def _encode(image: "np.ndarray", frame_format: str) -> bytes:
     return buf.tobytes()
 
 
-def face_track(frames: Sequence["np.ndarray"], detector: "HaarFaceDetector", *, min_iou: float = 0.2) -> list["FaceBox"] | None:
+def face_track(
+    frames: Sequence["np.ndarray"], detector: "HaarFaceDetector", *, min_iou: float = 0.2
+) -> list["FaceBox"] | None:
     """The largest face's track through a sequence: one box per frame, or None when no frame has a face.
 
     The track starts at the frame holding the largest detection overall and extends both ways, taking in each
@@ -262,7 +264,9 @@ def _progress(items: Sequence, desc: str, enabled: bool) -> Any:
     return tqdm(items, desc=desc, unit="clip", disable=not enabled)
 
 
-def _map_labels(clips_labels: Sequence[str], labels: LabelSet, label_map: str | os.PathLike | dict | None):
+def _map_labels(
+    clips_labels: Sequence[str], labels: LabelSet, label_map: str | os.PathLike | dict | None
+) -> dict[str, str | None]:
     mapping = load_label_map(label_map) if isinstance(label_map, (str, os.PathLike)) else label_map
     try:
         return resolve_label_map(clips_labels, labels, mapping)
@@ -576,7 +580,8 @@ def convert_videos(
                 continue
             summary.converted += 1
             summary.face_found += 1
-            crops = [_encode(crop_face(f, b, margin=margin, size=image_size), frame_format) for f, b in zip(frames, track)]
+            crops = [_encode(crop_face(f, b, margin=margin, size=image_size), frame_format)
+                     for f, b in zip(frames, track)]
             size = window or len(crops)
             starts = [s for s in range(0, len(crops), size) if len(crops) - s >= max(1, size // 2) or s == 0]
             for k, s in enumerate(starts):
@@ -599,7 +604,11 @@ def convert_videos(
 
 
 def _nearest_label(valence: float, arousal: float, labels: LabelSet) -> str:
-    return min(labels.names, key=lambda n: (labels.default_va[n][0] - valence) ** 2 + (labels.default_va[n][1] - arousal) ** 2)
+    def distance(name: str) -> float:
+        v, a = labels.default_va[name]
+        return (v - valence) ** 2 + (a - arousal) ** 2
+
+    return min(labels.names, key=distance)
 
 
 def convert_afew_va(
@@ -774,8 +783,9 @@ def convert_images_cmd(
     out: str = typer.Argument(..., help="Output dataset root (local path or s3://bucket/prefix)."),
     labels_csv: Path | None = typer.Option(None, "--labels-csv", help="Labels CSV (default: <src>/labels.csv)."),
     label_column: str | None = typer.Option(None, "--label-column", help="Label column name in the CSV."),
-    pattern: str | None = typer.Option(None, "--pattern", help="Filename regex with (?P<subject>)(?P<sequence>)"
-                                       "(?P<frame>) groups, e.g. 'S(?P<subject>\\d+)_(?P<sequence>\\d+)_(?P<frame>\\d+)'."),
+    pattern: str | None = typer.Option(
+        None, "--pattern", help="Filename regex with (?P<subject>)(?P<sequence>)(?P<frame>) groups, e.g. "
+        "'S(?P<subject>\\d+)_(?P<sequence>\\d+)_(?P<frame>\\d+)' for CK+ S005_001_00000011.png."),
     label_map: Path | None = _LabelMapOpt,
     labels: str | None = _LabelsOpt,
     image_size: int = typer.Option(112, help="Side of the square face crops."),

@@ -38,6 +38,9 @@ class FaceBox:
         return inter / union if union else 0.0
 
 
+_Detection = tuple[int, int, int, int, float]  # x, y, w, h, score
+
+
 def _load_cascade(name: str) -> cv2.CascadeClassifier:
     path = os.path.join(cv2.data.haarcascades, name)
     cascade = cv2.CascadeClassifier(path)
@@ -105,20 +108,20 @@ class HaarFaceDetector:
         self._frontal = _load_cascade(FRONTAL_CASCADE)
         self._profile = _load_cascade(PROFILE_CASCADE) if use_profile else None
 
-    def _run(self, cascade: cv2.CascadeClassifier, gray: np.ndarray, min_size: int) -> list[tuple[int, int, int, int, float]]:
+    def _run(self, cascade: cv2.CascadeClassifier, gray: np.ndarray, min_size: int) -> list[_Detection]:
         rects, _, weights = cascade.detectMultiScale3(
             gray, scaleFactor=self.scale_factor, minNeighbors=self.min_neighbors, minSize=(min_size, min_size),
             outputRejectLevels=True,
         )
         return [(int(x), int(y), int(w), int(h), float(s)) for (x, y, w, h), s in zip(rects, np.ravel(weights))]
 
-    def _profiles(self, gray: np.ndarray, min_size: int) -> list[tuple[int, int, int, int, float]]:
+    def _profiles(self, gray: np.ndarray, min_size: int) -> list[_Detection]:
         # The profile cascade only knows faces turned one way; the mirror image finds the other side.
         width = gray.shape[1]
         mirrored = self._run(self._profile, np.ascontiguousarray(gray[:, ::-1]), min_size)
         return self._run(self._profile, gray, min_size) + [(width - x - w, y, w, h, s) for x, y, w, h, s in mirrored]
 
-    def _detect_gray(self, gray: np.ndarray, min_size: int) -> tuple[list[tuple[int, int, int, int, float]], int]:
+    def _detect_gray(self, gray: np.ndarray, min_size: int) -> tuple[list[_Detection], int]:
         """Detections in `gray` and the padding offset they were found with (0 = unpadded)."""
         offset = round(self.pad_fraction * max(gray.shape))
         padded = cv2.copyMakeBorder(gray, offset, offset, offset, offset, cv2.BORDER_REPLICATE) if offset else None
