@@ -199,7 +199,7 @@ def _draw_hair_front(p: _Painter, ident: FaceIdentity) -> None:
     depth = {"short": -0.5, "long": -0.45, "buzz": -0.55, "fringe": -0.45, "bun": -0.5, "curly": -0.48}
     low = depth[ident.hair_style]
     cap = _ellipse_pts(0, low, w * 1.07, 1.1 + low + 0.08, math.pi, 2 * math.pi)
-    color = ident.hair if ident.hair_style != "buzz" else _shade(ident.hair, 1.0)
+    color = ident.hair
     p.fill(cap, color)
     if ident.hair_style == "fringe":
         p.fill(np.array([[-w, low], [w * 0.6, low], [-w * 0.2, -0.5], [-w * 0.95, -0.42]]), color)
@@ -269,7 +269,7 @@ def _draw_mouth(p: _Painter, ident: FaceIdentity, a: dict[str, float], skin: Seq
     upper_out = np.concatenate([_bezier(lc, [-hw * 0.5, cy - lip * 1.4 - sneer], up_mid, 10),
                                 _bezier(up_mid, [hw * 0.5, cy - lip * 1.4], rc, 10)[1:]])
     # The bottom of the mouth sags when the corners rise and bulges up when they fall.
-    inner_top = _bezier(lc, [-0.2 * sneer, cy - 0.4 * sneer + 0.5 * corner * 0], rc, 16)
+    inner_top = _bezier(lc, [-0.2 * sneer, cy - 0.4 * sneer], rc, 16)
     inner_bot = _bezier(rc, [0.0, cy + opening - corner * 1.6], lc, 16)
     lip_color = (skin[0] * 0.5, skin[1] * 0.48, min(255.0, skin[2] * 0.75))
     lower_out = _bezier(rc, [0.0, cy + opening - corner * 1.6 + lip * 2.2], lc, 16)

@@ -121,12 +121,14 @@ def expression_trajectory(profile: RoleProfile, labels: LabelSet, num_frames: in
     return truth, drawn, intensity, valence, arousal
 
 
-def _away_events(profile: RoleProfile, num_frames: int, fps: float, rng: np.random.Generator) -> np.ndarray:
+def _away_events(profile: RoleProfile, num_frames: int, fps: float, rng: np.random.Generator,
+                 kinds: tuple[int, ...]) -> np.ndarray:
+    """Per frame: 0 visible, 1 turned away, 2 face hidden behind a book; events are Poisson, 0.4-1.2 s long."""
     away = np.zeros(num_frames, dtype=np.int8)
     expected = profile.away_per_min * num_frames / fps / 60.0
     for _ in range(int(rng.poisson(expected))):
         start = int(rng.integers(0, num_frames))
-        away[start:start + max(1, int(rng.uniform(0.4, 1.2) * fps))] = int(rng.integers(1, 3))
+        away[start:start + max(1, int(rng.uniform(0.4, 1.2) * fps))] = kinds[int(rng.integers(len(kinds)))]
     return away
 
 
@@ -261,7 +263,8 @@ def make_classroom_video(path: str | Path, *, scenario: str = "lively", num_stud
         person = _Person(
             pid="teacher" if role == "teacher" else f"student-{k - 1:02d}", role=role, ident=ident, home=(x, y),
             radius=r, labels=truth, drawn=drawn, intensity=inten, valence=val, arousal=aro,
-            away=_away_events(prof, num_frames, fps, rng), phase=float(rng.uniform(0, 2 * math.pi)),
+            away=_away_events(prof, num_frames, fps, rng, (1,) if role == "teacher" else (1, 2)),
+            phase=float(rng.uniform(0, 2 * math.pi)),
             speed=prof.motion * float(rng.uniform(0.8, 1.2)), eye_open=prof.eye_open,
             clip_top=0, clip_bottom=board_bottom + int(0.06 * h) if role == "teacher" else h)
         people.append(person)
