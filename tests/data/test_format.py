@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import cv2
 import numpy as np
+import pyarrow.fs as pafs
 import pytest
 
 from classemo.data.format import (
@@ -11,6 +12,7 @@ from classemo.data.format import (
     SPLITS,
     DatasetFormatError,
     Manifest,
+    open_filesystem,
     read_manifest,
     read_split,
     split_path,
@@ -118,6 +120,13 @@ def test_empty_split_still_readable(tmp_path):
 def test_round_trip_s3(s3_bucket):
     _assert_round_trip(f"s3://{s3_bucket}/datasets/unit", make_rows())
     assert split_path(f"s3://{s3_bucket}/datasets/unit/", "train") == f"s3://{s3_bucket}/datasets/unit/train"
+    # Rewriting replaces the old shards on S3 too.
+    root = f"s3://{s3_bucket}/datasets/unit"
+    write_dataset(make_rows(3), root, LABELS, image_size=16, source="unit", converter_version="t", shard_rows=1)
+    assert sum(read_split(root, s).num_rows for s in SPLITS) == 3
+    assert read_manifest(root).shards["train"] == ["part-00000.parquet"]
+    fs, base = open_filesystem(root)  # what ray.data.read_parquet would list
+    assert [i.base_name for i in fs.get_file_info(pafs.FileSelector(f"{base}/train"))] == ["part-00000.parquet"]
 
 
 @pytest.mark.parametrize(
