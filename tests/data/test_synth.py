@@ -203,3 +203,15 @@ def test_cli_synth_writes_then_reuses(tmp_path: Path) -> None:
     assert read_manifest(out).extra["synth_params"]["subjects"] == 6
     bad = CliRunner().invoke(app, ["data", "synth", "--out", str(tmp_path / "bad"), "--image-size", "8"])
     assert bad.exit_code != 0 and "image_size must be at least 16" in bad.output
+
+
+def test_write_to_s3_and_reuse(s3_bucket: str, tmp_path: Path) -> None:
+    root = f"s3://{s3_bucket}/synth"
+    kw = dict(clips_per_class=1, num_frames=2, image_size=32, subjects=3, seed=0)
+    manifest = write_synth_dataset(root, **kw)
+    assert manifest.extra["reused"] is False and sum(manifest.counts.values()) == 7
+    local = write_synth_dataset(str(tmp_path / "local"), **kw)
+    for split in ("train", "val", "test"):
+        assert read_split(root, split).to_pylist() == read_split(tmp_path / "local", split).to_pylist()
+    assert write_synth_dataset(root, reuse=True, **kw).extra["reused"] is True
+    assert local.counts == read_manifest(root).counts
