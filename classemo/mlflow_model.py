@@ -8,6 +8,7 @@ class probabilities and valence/arousal per clip, through the same `Predictor` a
 
 from __future__ import annotations
 
+import base64
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,7 +40,7 @@ class ClassemoPyfunc(mlflow.pyfunc.PythonModel):
 
         if "frames" not in model_input:
             raise ValueError("input needs a 'frames' column: one list of PNG/JPEG-encoded face crops per clip")
-        clips = [[decode_image(bytes(f)) for f in frames] for frames in model_input["frames"]]
+        clips = [[decode_image(_as_bytes(f)) for f in frames] for frames in model_input["frames"]]
         preds = self.predictor.predict(clips)
         return pd.DataFrame({
             "label": [p.label for p in preds],
@@ -47,6 +48,11 @@ class ClassemoPyfunc(mlflow.pyfunc.PythonModel):
             "arousal": [float(p.arousal) for p in preds],
             "probs": [np.asarray(p.probs, dtype=np.float64).tolist() for p in preds],
         })
+
+
+def _as_bytes(frame: bytes | str) -> bytes:
+    # MLflow's JSON serving format carries binary columns as base64 strings.
+    return base64.b64decode(frame) if isinstance(frame, str) else bytes(frame)
 
 
 def log_model(checkpoint_dir: str | Path, example_frames: Sequence[bytes], *, name: str = "model") -> Any:

@@ -92,9 +92,9 @@ def unified_train_fn(config: dict[str, Any]) -> dict[str, Any]:
                          **u.model_kwargs)
     if config.get("init_state") is not None:
         model.load_state_dict(ray.get(config["init_state"]))
-    # Some heads (per-frame V/A) feed no loss term; DDP must not wait for their gradients.
+    # UnifiedStep runs the clip and peak forwards in one call, so every parameter gets a gradient each step.
     step_model = ray.train.torch.prepare_model(UnifiedStep(model),
-                                               parallel_strategy_kwargs={"find_unused_parameters": True})
+                                               parallel_strategy_kwargs={"find_unused_parameters": False})
     module: UnifiedStep = getattr(step_model, "module", step_model)
     optimizer = torch.optim.AdamW(module.parameters(), lr=u.lr, weight_decay=u.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(u.warmup_epochs, u.epochs))

@@ -289,7 +289,7 @@ def _log_stargan_grid(cfg: JobConfig, info: Any, stage: StageResult) -> None:
     generator, _ = load_checkpoint(stage.checkpoint_dir)
     rows = first_rows(info, "val", 4)
     batch = DecodePeaks(image_size=cfg.data.image_size, train=False, augment=False)(rows)
-    with mlflow.start_run(run_id=stage.run_id), tempfile.TemporaryDirectory() as tmp:
+    with mlflow.start_run(run_id=stage.run_id, nested=True), tempfile.TemporaryDirectory() as tmp:
         save_translation_grid(generator, torch.from_numpy(batch["image"]), torch.from_numpy(batch["label"]),
                               list(info.manifest.label_set.names), Path(tmp) / "stargan_grid.png")
         curves = {k: [h.get(k, float("nan")) for h in stage.history]
@@ -315,7 +315,7 @@ def finish_unified(cfg: JobConfig, info: Any, stage: StageResult) -> dict[str, A
     out: dict[str, Any] = {"test": test, "checkpoint": model_dir}
     if not stage.run_id:
         return out
-    with mlflow.start_run(run_id=stage.run_id):
+    with mlflow.start_run(run_id=stage.run_id, nested=True):
         log_evaluation(test, labels=list(test["per_class_accuracy"]), prefix="test_")
         curves = {k: [h.get(k, float("nan")) for h in stage.history]
                   for k in ("train_loss", "val_accuracy", "val_uar")}
