@@ -33,6 +33,9 @@ from classemo.data.synth_classroom import synth_classroom_command  # noqa: E402
 
 data_app.command("synth")(synth_command)
 data_app.command("synth-classroom")(synth_classroom_command)
+from classemo.evaluate import evaluate_command  # noqa: E402
+
+app.command("evaluate")(evaluate_command)
 
 
 if __name__ == "__main__":
