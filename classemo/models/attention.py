@@ -17,7 +17,13 @@ class MultiHeadSelfAttention(nn.Module):
     """Multi-head self-attention softmax(w j^T / sqrt(d)) c per head, concatenated and projected, eq. 11-12."""
 
     def __init__(self, dim: int, *, num_heads: int, dropout: float = 0.0) -> None:
-        """Args: dim: token width; num_heads: heads (must divide dim); dropout: attention dropout."""
+        """Build the attention layer.
+
+        Args:
+            dim: token width.
+            num_heads: heads; must divide dim.
+            dropout: attention dropout (training only).
+        """
         super().__init__()
         if dim % num_heads:
             raise ValueError(f"dim {dim} is not divisible by num_heads {num_heads}")
@@ -48,7 +54,13 @@ class FeedForward(nn.Module):
     """Position-wise feed-forward network max(0, x W1 + b1) W2 + b2 (GELU here), eq. 13."""
 
     def __init__(self, dim: int, *, hidden_dim: int, dropout: float = 0.0) -> None:
-        """Args: dim: token width; hidden_dim: inner width; dropout: dropout after each layer."""
+        """Build the FFN.
+
+        Args:
+            dim: token width.
+            hidden_dim: inner width.
+            dropout: dropout after each layer.
+        """
         super().__init__()
         self.net = nn.Sequential(
             nn.Linear(dim, hidden_dim), nn.GELU(), nn.Dropout(dropout), nn.Linear(hidden_dim, dim), nn.Dropout(dropout)
@@ -63,7 +75,14 @@ class TransformerBlock(nn.Module):
     """Pre-norm Transformer block: x + MHSA(LN(x)) (eq. 11-12), then x + FFN(LN(x)) (eq. 13)."""
 
     def __init__(self, dim: int, *, num_heads: int, mlp_ratio: float = 4.0, dropout: float = 0.0) -> None:
-        """Args: dim: token width; num_heads: heads; mlp_ratio: FFN width / dim; dropout: dropout rate."""
+        """Build the block.
+
+        Args:
+            dim: token width.
+            num_heads: attention heads.
+            mlp_ratio: FFN width relative to dim.
+            dropout: dropout rate.
+        """
         super().__init__()
         self.norm1 = nn.LayerNorm(dim)
         self.attn = MultiHeadSelfAttention(dim, num_heads=num_heads, dropout=dropout)

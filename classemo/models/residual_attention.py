@@ -15,7 +15,11 @@ class TrunkBlock(nn.Module):
     """Trunk block of conv-BN-ReLU layers with an identity shortcut, eq. 8."""
 
     def __init__(self, dim: int) -> None:
-        """Args: dim: channels in and out."""
+        """Build the block.
+
+        Args:
+            dim: channels in and out.
+        """
         super().__init__()
         self.conv1 = nn.Conv2d(dim, dim, 3, padding=1, bias=False)
         self.bn1 = nn.BatchNorm2d(dim)
@@ -32,7 +36,12 @@ class MaskBranch(nn.Module):
     """Soft mask branch L(z) in [0, 1]: down-sample, light convs, up-sample, sigmoid (eq. 9)."""
 
     def __init__(self, dim: int, hidden_dim: int) -> None:
-        """Args: dim: channels of z and of the mask; hidden_dim: width of the light convs."""
+        """Build the mask branch.
+
+        Args:
+            dim: channels of z and of the mask.
+            hidden_dim: width of the light convs.
+        """
         super().__init__()
         self.reduce = nn.Sequential(nn.Conv2d(dim, hidden_dim, 1, bias=False), nn.BatchNorm2d(hidden_dim), nn.ReLU())
         self.mix = nn.Sequential(

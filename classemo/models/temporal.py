@@ -35,7 +35,15 @@ class TemporalEncoder(nn.Module):
     """Temporal Transformer encoder over per-frame features lambda_u^k with masked mean pooling (paper §3.3)."""
 
     def __init__(self, dim: int, *, depth: int, num_heads: int, mlp_ratio: float = 4.0, dropout: float = 0.0) -> None:
-        """Args: dim: feature width D; depth: blocks; num_heads: heads; mlp_ratio: FFN width / D; dropout: rate."""
+        """Build the encoder.
+
+        Args:
+            dim: feature width D.
+            depth: Transformer blocks.
+            num_heads: attention heads.
+            mlp_ratio: FFN width relative to D.
+            dropout: dropout rate.
+        """
         super().__init__()
         self.blocks = nn.ModuleList(
             [TransformerBlock(dim, num_heads=num_heads, mlp_ratio=mlp_ratio, dropout=dropout) for _ in range(depth)]

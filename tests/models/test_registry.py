@@ -1,4 +1,7 @@
-"""The unified model, parametrised over the registry: shapes, padding, gradients, determinism, switches, learning."""
+"""The unified model, parametrised over the registry: shapes, padding, gradients, determinism, switches.
+
+The learning test (classemo_tiny overfits a batch under the unified loss) lives in test_learning.py.
+"""
 
 from __future__ import annotations
 
@@ -191,26 +194,3 @@ def test_preset_records_how_to_rebuild_it() -> None:
     rebuilt = create_model(model.model_name, **model.model_kwargs)
     rebuilt.load_state_dict(model.state_dict())
 
-
-def test_tiny_overfits_a_small_synthetic_batch() -> None:
-    torch.manual_seed(0)
-    model = create_model("classemo_tiny", num_classes=NUM_CLASSES)
-    # Two 2-frame clips per class; each class has its own colour pattern plus per-frame noise.
-    prototypes = torch.randn(NUM_CLASSES, 3, 8, 8)
-    labels = torch.arange(NUM_CLASSES).repeat(2)
-    base = F.interpolate(prototypes[labels], size=64, mode="nearest")  # (B, 3, 64, 64)
-    frames = base.unsqueeze(1) + 0.3 * torch.randn(len(labels), 2, 3, 64, 64)  # (B, 2, 3, 64, 64)
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
-    accuracy, budget = 0.0, 30  # about 9 steps are needed; the budget leaves room for other seeds and BLAS
-    for _ in range(budget):
-        model.train()
-        loss = F.cross_entropy(model(frames)["logits"], labels)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        model.eval()
-        with torch.no_grad():
-            accuracy = (model(frames)["logits"].argmax(-1) == labels).float().mean().item()
-        if accuracy >= 0.95:
-            break
-    assert accuracy >= 0.95, f"training accuracy {accuracy:.2f} after {budget} steps"
