@@ -180,7 +180,8 @@ def _read_image(path: Path) -> "np.ndarray":
     data = path.read_bytes()
     if not data:
         raise ValueError("empty file")
-    if data[:3] == b"\xff\xd8\xff" and b"\xff\xd9" not in data[-64:]:
+    # Some writers leave padding after the end-of-image marker; only its total absence means truncation.
+    if data[:3] == b"\xff\xd8\xff" and b"\xff\xd9" not in data[-1024:]:
         raise ValueError("truncated JPEG (no end-of-image marker)")
     image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
     if image is None:

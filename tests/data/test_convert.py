@@ -334,6 +334,7 @@ def test_convert_to_s3(tmp_path, faces, s3_bucket):
 # the real labelled folder
 
 
+@pytest.mark.slow  # ~22 s of CPU; its wall time depends on what else shares the 2 cores
 def test_muxspace_folder(tmp_path, shared_dir):
     src = shared_dir / "data" / "faces-muxspace"
     start, cpu_start = time.perf_counter(), time.process_time()
