@@ -41,6 +41,16 @@ def _log_epoch(tracking_uri: str, run_id: str, metrics: dict[str, float], epoch:
     MlflowClient(tracking_uri).log_batch(run_id, metrics=batch)
 
 
+def _num_nodes(world: int) -> int:
+    """How many distinct Ray nodes the worker group spans (reported, so placement can be checked)."""
+    node = ray.get_runtime_context().get_node_id()
+    if world == 1 or not (dist.is_available() and dist.is_initialized()):
+        return 1
+    nodes: list[Any] = [None] * world
+    dist.all_gather_object(nodes, node)
+    return len(set(nodes))
+
+
 def _maybe_fail(config: dict[str, Any], epoch: int, step: int, rank: int, world: int) -> None:
     """Fault injection for the tests: the last rank raises once, mid-epoch, then never again (a marker file)."""
     run = config["job"]["run"]
@@ -117,6 +127,7 @@ def unified_train_fn(config: dict[str, Any]) -> dict[str, Any]:
 
     train_shard = ray.train.get_dataset_shard("train")
     val_shard = ray.train.get_dataset_shard(f"val_{rank}")
+    num_nodes = _num_nodes(world)
     for epoch in range(start_epoch, u.epochs):
         t0, total, count, clips = time.perf_counter(), 0.0, 0, 0
         batches = train_shard.iter_torch_batches(batch_size=d.batch_size, device=device,
@@ -134,7 +145,7 @@ def unified_train_fn(config: dict[str, Any]) -> dict[str, Any]:
         acc = evaluate_batches(module.model, val_shard.iter_torch_batches(batch_size=d.batch_size, device=device),
                                labels.names, bf16=bf16, device=device)
         val = gather_metrics(acc).compute()
-        metrics = {"epoch": epoch, "train_loss": _mean_over_workers(total, count),
+        metrics = {"epoch": epoch, "num_nodes": num_nodes, "train_loss": _mean_over_workers(total, count),
                    "train_clips_per_s": _mean_over_workers(clips / max(train_time, 1e-9), 1) * world,
                    "lr": optimizer.param_groups[0]["lr"], **scalar_metrics(val, prefix="val_")}
         history.append(metrics)

@@ -1,0 +1,59 @@
+"""`ray job submit --working-dir . -- python jobs/train.py` against `ray start --head` on loopback: SUCCEEDED."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import REPO, free_port  # tests/jobs/conftest.py
+
+pytestmark = [pytest.mark.ray, pytest.mark.slow]
+RAY = str(Path(sys.executable).parent / "ray")
+
+
+@pytest.fixture()
+def head_node(tmp_path: Path):
+    """`ray start --head --block` in its own process group: stopping it stops only this cluster."""
+    port, dash = free_port(), free_port()
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
+    proc = subprocess.Popen(
+        [RAY, "start", "--head", "--block", f"--port={port}", "--node-ip-address=127.0.0.1", "--num-cpus=4",
+         "--include-dashboard=true", "--dashboard-host=127.0.0.1", f"--dashboard-port={dash}",
+         f"--temp-dir={tmp_path / 'ray'}"],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    )
+    address = f"http://127.0.0.1:{dash}"
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        ok = subprocess.run([RAY, "job", "list", "--address", address], capture_output=True, env=env)
+        if ok.returncode == 0:
+            break
+        time.sleep(2)
+    else:
+        proc.terminate()
+        pytest.fail("ray start --head did not come up within 120 s")
+    yield address
+    os.killpg(proc.pid, 15)
+    proc.wait(timeout=60)
+
+
+def test_job_submit_runs_the_training_job_to_succeeded(head_node: str, tiny_dataset: Path, tmp_path: Path) -> None:
+    tracking = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    runtime_env = {"env_vars": {"MLFLOW_TRACKING_URI": tracking, "RAY_USAGE_STATS_ENABLED": "0"}}
+    cmd = [RAY, "job", "submit", "--address", head_node, "--working-dir", ".", "--submission-id", "classemo-test",
+           "--runtime-env-json", json.dumps(runtime_env), "--", "python", "jobs/train.py", "--config",
+           "configs/train_smoke.yaml", f"data.root={tiny_dataset}", "stargan.enabled=false", "unified.epochs=1",
+           f"run.storage_path={tmp_path / 'runs'}"]
+    done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    status = subprocess.run([RAY, "job", "status", "--address", head_node, "classemo-test"], capture_output=True,
+                            text=True)
+    assert "SUCCEEDED" in status.stdout + status.stderr
+    assert "test split" in done.stdout and "registered classemo v1" in done.stdout
+    assert (tmp_path / "mlflow.db").is_file()  # the driver wrote to the absolute store, not the temp copy
