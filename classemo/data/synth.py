@@ -681,6 +681,9 @@ def synth_command(
                                        progress=True)
     except ValueError as e:
         raise typer.BadParameter(str(e)) from None
+    except OSError as e:  # unwritable folder, missing bucket, unreachable endpoint
+        typer.echo(f"error: cannot write to {out}: {e}", err=True)
+        raise typer.Exit(1) from None
     verb = "reused existing" if manifest.extra.get("reused") else "wrote"
     typer.echo(f"{verb} synthetic dataset at {out}: {manifest.num_clips} clips {manifest.counts}, "
                f"{num_frames} frames of {image_size}px, labels {[d['name'] for d in manifest.labels]}")

@@ -312,5 +312,8 @@ def synth_classroom_command(
                                      seed=seed, size=(width, height), progress=True)
     except ValueError as e:
         raise typer.BadParameter(str(e)) from None
+    except OSError as e:  # unwritable folder, missing bucket, unreachable endpoint
+        typer.echo(f"error: cannot write to {out}: {e}", err=True)
+        raise typer.Exit(1) from None
     typer.echo(f"wrote {out} ({truth['num_frames']} frames, {len(truth['people'])} people, scenario {scenario}) "
                f"and {out.with_suffix('.json')}")

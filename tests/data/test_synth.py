@@ -215,3 +215,12 @@ def test_write_to_s3_and_reuse(s3_bucket: str, tmp_path: Path) -> None:
         assert read_split(root, split).to_pylist() == read_split(tmp_path / "local", split).to_pylist()
     assert write_synth_dataset(root, reuse=True, **kw).extra["reused"] is True
     assert local.counts == read_manifest(root).counts
+
+
+def test_cli_synth_reports_an_unwritable_root(tmp_path: Path) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    result = CliRunner().invoke(app, ["data", "synth", "--out", str(blocker / "ds"), "--clips-per-class", "1",
+                                      "--num-frames", "1", "--image-size", "32"])
+    assert result.exit_code == 1
+    assert f"cannot write to {blocker / 'ds'}" in result.output
