@@ -20,6 +20,7 @@ pytestmark = [pytest.mark.serve, pytest.mark.ray]
 
 TOL = 1e-5
 APP = "classemo"
+REPO = Path(__file__).resolve().parents[2]
 
 
 def _checkpoint(directory: Path, seed: int) -> Path:
@@ -81,7 +82,25 @@ def _args(model_uri: Path, **overrides):
 
 
 @pytest.fixture(scope="module")
-def server(ray_cluster, checkpoints) -> str:
+def repo_on_path():
+    """`serve.app` lives at the repo root (beside the installed `classemo`): the driver and the Ray workers, which
+    inherit the environment of the Ray started next, import it from there, as `serve run` does with --app-dir."""
+    import os
+    import sys
+
+    saved = os.environ.get("PYTHONPATH")
+    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), saved) if p)
+    sys.path.insert(0, str(REPO))
+    yield
+    sys.path.remove(str(REPO))
+    if saved is None:
+        os.environ.pop("PYTHONPATH", None)
+    else:
+        os.environ["PYTHONPATH"] = saved
+
+
+@pytest.fixture(scope="module")
+def server(repo_on_path, ray_cluster, checkpoints) -> str:
     from conftest import free_port
     from ray import serve
 
@@ -253,7 +272,7 @@ def test_unsupported_video_is_415(client):
     _assert_serving(client)
 
 
-def test_debug_route_is_off_by_default():
+def test_debug_route_is_off_by_default(repo_on_path):
     from serve.schemas import ServeArgs
 
     assert ServeArgs().debug_routes is False
