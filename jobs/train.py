@@ -201,7 +201,7 @@ def _child_run(cfg: JobConfig, parent_run_id: str | None, stage: str) -> str:
 
 
 def run_training(cfg: JobConfig, info: Any = None, *, generator_dir: str = "", parent_run_id: str | None = None,
-                 callbacks: Sequence[Any] = ()) -> StageResult:
+                 callbacks: Sequence[Any] = (), name: str = "") -> StageResult:
     """Stage 2: train the unified model with Ray Train; returns the best checkpoint (by val accuracy).
 
     This is the driver function Ray Tune wraps: pass Tune's callbacks in `callbacks`.
@@ -212,6 +212,7 @@ def run_training(cfg: JobConfig, info: Any = None, *, generator_dir: str = "", p
         generator_dir: StarGAN generator checkpoint for the M_H augmentation ("" = real peak frames only).
         parent_run_id: MLflow parent run; a child run "unified" is created under it (None: no MLflow logging).
         callbacks: Extra Ray Train `UserCallback`s.
+        name: Ray Train run name; a stable one (e.g. per Tune trial) lets a rerun resume from its checkpoints.
     """
     import ray
 
@@ -239,7 +240,7 @@ def run_training(cfg: JobConfig, info: Any = None, *, generator_dir: str = "", p
         train_loop_config={"job": cfg.to_dict(), "labels": labels.to_list(), "class_counts": counts,
                            "tracking_uri": cfg.run.tracking_uri, "mlflow_run_id": run_id,
                            "init_state": init_state, "generator": generator},
-        name=f"{cfg.run.name}-unified-{int(time.time())}", metric="val_accuracy", callbacks=callbacks,
+        name=name or f"{cfg.run.name}-unified-{int(time.time())}", metric="val_accuracy", callbacks=callbacks,
     )
     return _stage_result(trainer.fit(), "val_accuracy", run_id)
 
