@@ -154,7 +154,7 @@ class Tracker:
         momentum: weight of the old appearance vector in the running average.
     """
 
-    def __init__(self, *, iou_threshold: float = 0.25, max_lost_s: float = 3.0, min_track_s: float = 1.0,
+    def __init__(self, *, iou_threshold: float = 0.25, max_lost_s: float = 5.0, min_track_s: float = 1.0,
                  appearance_threshold: float = 0.5, max_reid_distance: float = 3.0, momentum: float = 0.8) -> None:
         self.iou_threshold = iou_threshold
         self.max_lost_s = max_lost_s
