@@ -94,7 +94,7 @@ class SearchConfig(BaseModel):
     max_concurrent_trials: int = Field(0, ge=0)  # 0: as many as the cluster's CPUs fit
     trial_cpus: float = Field(0.1, gt=0)  # the trial's driver process only; its trainer workers ask for their own
     storage_path: str = "runs/tune"  # Tune experiment state (local dir made absolute, or s3://)
-    register: bool = True  # register the best trial's model as a version of `job.run.registered_name`
+    register_best: bool = True  # register the best trial's model as a version of `job.run.registered_name`
     seed: int = 0  # TPE sampler seed
 
     @field_validator("metric")
@@ -506,7 +506,7 @@ def summarize(tc: TuneJobConfig, results: Any, exp_dir: Path, parent_run_id: str
         mlflow.log_artifact(str(exp_dir / "eta_scatter.png"))
     model_dir = exp_dir / "models" / best["trial_id"] / "model"
     best_run = children.get(best["trial_id"])
-    if s.register and best_run is not None and model_dir.is_dir():
+    if s.register_best and best_run is not None and model_dir.is_dir():
         metrics = json.loads((model_dir.parent / "metrics.json").read_text())
         with mlflow.start_run(run_id=best_run.info.run_id, nested=True):
             model_info = log_model(str(model_dir), first_clip_frames(info, "val"))
