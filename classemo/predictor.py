@@ -3,6 +3,11 @@
 `Predictor.from_checkpoint` takes a checkpoint directory (`config.json` + `model.pt`) or an MLflow URI
 (`models:/classemo@champion`, `models:/classemo/3`, `runs:/<id>/model`); frames go through the same transforms
 as in training (`classemo.data.transforms`), so there is no train/serve skew.
+
+Precision: `dtype="auto"` (the default) runs the spatial stream, which holds almost all of the FLOPs, with bfloat16
+weights where the hardware multiplies bf16 natively (CPUs with AVX512-BF16 or AMX, CUDA GPUs that support bf16),
+and in float32 elsewhere. The temporal encoder and the clip/frame heads always run in float32: they cost little
+and their outputs are what callers threshold. Measured speed and agreement are in docs/performance.md.
 """
 
 from __future__ import annotations
@@ -29,6 +34,10 @@ from classemo.data.transforms import (
 )
 from classemo.labels import LabelSet
 
+# Sub-modules that only the temporal part uses; they stay float32 when the spatial stream runs in bf16.
+FLOAT32_MODULES: tuple[str, ...] = ("temporal", "head", "va_head")
+DTYPE_NAMES: dict[str, torch.dtype] = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16,
+                                       "bf16": torch.bfloat16, "float16": torch.float16, "fp16": torch.float16}
 MLFLOW_SCHEMES: tuple[str, ...] = ("models:/", "runs:/", "mlflow-artifacts:/", "s3://", "gs://", "http://", "https://")
 Clip = Sequence[np.ndarray] | np.ndarray
 
@@ -124,6 +133,43 @@ def save_model_checkpoint(
     return save_checkpoint(model, config, directory)
 
 
+def cpu_supports_bf16(cpuinfo: str | Path = "/proc/cpuinfo") -> bool:
+    """Whether this CPU has native bf16 matrix instructions (AVX512-BF16 or AMX-BF16).
+
+    Reads the kernel's CPU flags; where there is no /proc/cpuinfo, falls back to PyTorch's dispatch level (which
+    names AMX but not AVX512-BF16, so that fallback can only under-report).
+    """
+    path = Path(cpuinfo)
+    if path.is_file():
+        for line in path.read_text(errors="replace").splitlines():
+            if line.startswith("flags"):
+                flags = set(line.split(":", 1)[1].split())
+                return bool(flags & {"avx512_bf16", "amx_bf16"})
+    return "AMX" in torch.backends.cpu.get_cpu_capability()
+
+
+def resolve_dtype(dtype: torch.dtype | str, device: torch.device) -> torch.dtype:
+    """The spatial stream's compute dtype for `dtype` (a torch dtype, a name like "bf16", or "auto") on `device`.
+
+    "auto" is bfloat16 on a CPU with native bf16 instructions (`cpu_supports_bf16`) or a CUDA GPU that supports
+    bf16, else float32.
+
+    Raises:
+        ValueError: For an unknown name or a non-floating-point dtype.
+    """
+    if isinstance(dtype, str):
+        if dtype == "auto":
+            if device.type == "cuda":
+                return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float32
+            return torch.bfloat16 if device.type == "cpu" and cpu_supports_bf16() else torch.float32
+        if dtype not in DTYPE_NAMES:
+            raise ValueError(f"unknown dtype {dtype!r}; expected 'auto' or one of {sorted(DTYPE_NAMES)}")
+        return DTYPE_NAMES[dtype]
+    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+        raise ValueError(f"dtype must be 'auto', a dtype name or a floating-point torch dtype, got {dtype!r}")
+    return dtype
+
+
 def is_mlflow_uri(source: str | Path) -> bool:
     """Whether `source` names an MLflow model / run / remote artifact rather than a local directory."""
     return isinstance(source, str) and source.startswith(MLFLOW_SCHEMES)
@@ -179,38 +225,42 @@ class Predictor:
         *,
         device: str | torch.device | None = None,
         batch_size: int = 32,
-        dtype: torch.dtype = torch.float32,
+        dtype: torch.dtype | str = "auto",
         info: Mapping[str, Any] | None = None,
     ) -> None:
         """Wrap an in-memory model and its checkpoint config (see `checkpoint_config`).
 
-        The model is switched to eval mode and moved to `device`; with a `dtype` other than its own, a copy is cast.
+        The model is switched to eval mode and moved to `device`; where that would change its dtype, a copy is cast,
+        so a caller's (e.g. training) model is never modified.
 
         Args:
             model: The unified model.
             config: Checkpoint config with `labels` and `preprocessing`.
             device: Torch device; CUDA when available, else CPU.
             batch_size: Clips per forward pass (frames per pass in `embed_frames`: batch_size x num_frames).
-            dtype: Compute dtype of the weights and inputs (outputs are returned as float32).
+            dtype: Compute dtype of the spatial stream: "auto" (bf16 where the hardware has native bf16, else
+                float32; see `resolve_dtype`), a name ("float32", "bf16", ...) or a torch dtype. The temporal
+                encoder and heads run in float32 whatever this is, and outputs are float32.
             info: Provenance: `source`, and from MLflow `registered_model`, `version`, `alias`, `run_id`.
         """
         if "labels" not in config or "preprocessing" not in config:
             raise CheckpointError("not a unified-model checkpoint: its config has no 'labels' / 'preprocessing'")
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
-        if not dtype.is_floating_point:
-            raise ValueError(f"dtype must be a floating-point torch dtype, got {dtype}")
         self.config = dict(config)
         self.label_set = LabelSet.from_list(config["labels"])
         self.labels: list[str] = list(self.label_set.names)
         self.preprocessing: dict[str, Any] = dict(config["preprocessing"])
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-        self.dtype = dtype
+        self.dtype = resolve_dtype(dtype, self.device)
         self.batch_size = batch_size
         module = getattr(model, "module", model)
-        if next(module.parameters()).dtype != dtype:
+        if next(module.parameters()).dtype != self.dtype:
             module = copy.deepcopy(module)  # casting is in place; leave the caller's (e.g. training) model alone
-        self.model = module.to(device=self.device, dtype=dtype).eval()
+        self.model = module.to(device=self.device, dtype=self.dtype).eval()
+        for name in FLOAT32_MODULES:
+            if (sub := getattr(self.model, name, None)) is not None:
+                sub.float()
         self.num_frames = int(self.model.num_frames)
         if int(self.model.num_classes) != len(self.labels):
             raise CheckpointError(f"the model has {self.model.num_classes} classes but the config lists "
@@ -225,7 +275,7 @@ class Predictor:
         *,
         device: str | torch.device | None = None,
         batch_size: int = 32,
-        dtype: torch.dtype = torch.float32,
+        dtype: torch.dtype | str = "auto",
     ) -> "Predictor":
         """Load a checkpoint directory or an MLflow model (weights_only: no pickled code runs).
 
@@ -235,7 +285,7 @@ class Predictor:
                 `classemo.tracking.tracking_uri()` for tracking and registry.
             device: Torch device; CUDA when available, else CPU.
             batch_size: Clips per forward pass.
-            dtype: Compute dtype.
+            dtype: Compute dtype of the spatial stream ("auto": bf16 where native, else float32).
         """
         info: dict[str, Any] = {"source": str(source)}
         if not is_mlflow_uri(source):
@@ -295,6 +345,15 @@ class Predictor:
             for b, t in enumerate(lengths)
         ]
 
+    def _spatial_features(self, images: torch.Tensor) -> torch.Tensor:
+        """(N, 3, S, S) normalised frames -> (N, D) float32 features λ, the spatial stream in `self.dtype`."""
+        return self.model.forward_spatial(images.to(self.device, self.dtype))["features"].float()
+
+    def _temporal(self, feats: torch.Tensor, mask: torch.Tensor, lengths: Sequence[int]) -> list[ClipPrediction]:
+        """(B, T, D) features + (B, T) mask -> predictions, the temporal part in float32."""
+        out = self.model.forward_temporal(feats.to(self.device, torch.float32), mask.to(self.device))
+        return self._predictions(out, lengths)
+
     @torch.inference_mode()
     def predict(self, clips: Sequence[Clip]) -> list[ClipPrediction]:
         """Classify clips of face crops.
@@ -316,9 +375,12 @@ class Predictor:
         results: list[ClipPrediction] = []
         for start in range(0, len(checked), self.batch_size):
             chunk = checked[start:start + self.batch_size]
-            x, mask = pad_clips([self._to_tensor(f) for f in chunk], self.num_frames)  # (B, T, 3, S, S), (B, T)
-            out = self.model(x.to(self.device, self.dtype), mask.to(self.device))
-            results.extend(self._predictions(out, [len(f) for f in chunk]))
+            lengths = [len(f) for f in chunk]
+            # Only real frames go through the spatial stream (as in the model's own forward); padding is added to
+            # the features, which is the same computation as model(x, mask) with the temporal part in float32.
+            feats = self._spatial_features(self._to_tensor([f for clip in chunk for f in clip]))  # (sum T_i, D)
+            seqs, mask = pad_clips(list(torch.split(feats, lengths)), self.num_frames)  # (B, T, D), (B, T)
+            results.extend(self._temporal(seqs, mask, lengths))
         return results
 
     @torch.inference_mode()
@@ -337,8 +399,8 @@ class Predictor:
         step = self.batch_size * self.num_frames
         feats = []
         for start in range(0, len(checked), step):
-            x = self._to_tensor(checked[start:start + step]).to(self.device, self.dtype)  # (N, 3, S, S)
-            feats.append(self.model.forward_spatial(x)["features"].float().cpu())
+            x = self._to_tensor(checked[start:start + step])  # (N, 3, S, S)
+            feats.append(self._spatial_features(x).cpu())
         return torch.cat(feats).numpy()
 
     @torch.inference_mode()
@@ -367,8 +429,7 @@ class Predictor:
         for start in range(0, len(tensors), self.batch_size):
             chunk = tensors[start:start + self.batch_size]
             feats, mask = pad_clips(chunk, self.num_frames)  # (B, T, D), (B, T)
-            out = self.model.forward_temporal(feats.to(self.device, self.dtype), mask.to(self.device))
-            results.extend(self._predictions(out, [len(c) for c in chunk]))
+            results.extend(self._temporal(feats, mask, [len(c) for c in chunk]))
         return results
 
     def __repr__(self) -> str:
@@ -380,7 +441,9 @@ __all__ = [
     "ClipPrediction",
     "Predictor",
     "checkpoint_config",
+    "cpu_supports_bf16",
     "find_checkpoint_dir",
     "is_mlflow_uri",
+    "resolve_dtype",
     "save_model_checkpoint",
 ]
