@@ -12,8 +12,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(VENV)/bin/classemo data synth --out data/sample
-	$(VENV)/bin/classemo data info data/sample
+	$(PY) jobs/train.py
 
 # Headless Chromium (Debian's package) renders the HTML report in the report test.
 browser:
