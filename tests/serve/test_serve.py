@@ -69,16 +69,29 @@ def checkpoints(tmp_path_factory) -> tuple[Path, Path]:
     return _checkpoint(root / "a", 0), _checkpoint(root / "b", 1)
 
 
-def _args(model_uri: Path, **overrides):
-    from serve.schemas import ServeArgs
-
-    base = dict(model_uri=str(model_uri), max_batch_size=8, batch_wait_timeout_s=0.05, min_replicas=1,
+def _args(model_uri: Path) -> dict:
+    return dict(model_uri=str(model_uri), max_batch_size=8, batch_wait_timeout_s=0.05, min_replicas=1,
                 max_replicas=2, target_ongoing_requests=2, upscale_delay_s=0.5, downscale_delay_s=2.0,
                 look_back_period_s=1.0, max_ongoing_requests=8, max_queued_requests=64, torch_threads=1,
                 model_num_cpus=1, health_check_period_s=1.0, health_check_timeout_s=5.0,
                 max_body_bytes=1_000_000, max_video_bytes=5_000_000, max_clips_per_request=4,
                 inline_video_max_s=1.0, video_fps=4.0, debug_routes=True)
-    return ServeArgs(**{**base, **overrides})
+
+
+def _deploy(args: dict, model_uri: Path | None = None) -> None:
+    """Apply a declarative config, as `serve run serve/config.yaml` / `serve deploy` do (the dashboard's REST API
+    ends in the same controller call). A `deployments:` user_config override switches the model through
+    `reconfigure`; the args (and so the code version) stay the same, so no replica restarts."""
+    from ray.serve.context import _get_global_client
+    from ray.serve.schema import ServeDeploySchema
+
+    from serve.schemas import ServeArgs
+
+    app = {"name": APP, "route_prefix": "/", "import_path": "serve.app:build_app", "args": args}
+    if model_uri is not None:
+        user_config = {**ServeArgs(**args).model_user_config(), "model_uri": str(model_uri)}
+        app["deployments"] = [{"name": "ClassEmoModel", "user_config": user_config}]
+    _get_global_client().deploy_apps(ServeDeploySchema(applications=[app]), _blocking=True)
 
 
 @pytest.fixture(scope="module")
@@ -104,11 +117,9 @@ def server(repo_on_path, ray_cluster, checkpoints) -> str:
     from conftest import free_port
     from ray import serve
 
-    from serve.app import build_app
-
     port = free_port()
     serve.start(http_options={"host": "127.0.0.1", "port": port})
-    serve.run(build_app(_args(checkpoints[0])), name=APP, route_prefix="/")
+    _deploy(_args(checkpoints[0]))
     yield f"http://127.0.0.1:{port}"
     serve.shutdown()
 
@@ -342,10 +353,7 @@ def test_fuzz_openapi_no_5xx(server, client):
 
 
 def test_reconfigure_switches_model_without_downtime(server, client, checkpoints):
-    from ray import serve
-
     from classemo.predictor import Predictor
-    from serve.app import build_app
 
     body = _valid_body(np.random.default_rng(4))
     codes: list[int] = []
@@ -360,7 +368,10 @@ def test_reconfigure_switches_model_without_downtime(server, client, checkpoints
     worker.start()
     try:
         time.sleep(0.5)
-        serve.run(build_app(_args(checkpoints[1])), name=APP, route_prefix="/")
+        _deploy(_args(checkpoints[0]), model_uri=checkpoints[1])
+        deadline = time.monotonic() + 30
+        while client.get("/v1/model").json()["source"] != str(checkpoints[1]) and time.monotonic() < deadline:
+            time.sleep(0.2)
         time.sleep(0.5)
     finally:
         stop.set()
