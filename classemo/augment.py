@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from classemo.checkpoint import CheckpointError, load_checkpoint
+from classemo.checkpoint import CheckpointError, load_checkpoint, read_config
 from classemo.labels import LabelSet
 
 log = logging.getLogger(__name__)
@@ -116,10 +116,11 @@ class StarGANAugmenter:
         """
         if directory is None:
             return cls(None, per_clip=per_clip, real_ratio=real_ratio, **kwargs)
-        model, config = load_checkpoint(directory)
+        config = read_config(directory)
         if config.get("kind") != "stargan":
             raise CheckpointError(f"{directory} is a {config.get('kind', 'non-StarGAN')!r} checkpoint, not a StarGAN "
                                   f"generator (config kind must be 'stargan')")
+        model, config = load_checkpoint(directory)
         labels = LabelSet.from_list(config["labels"]) if "labels" in config else None
         return cls(model, per_clip=per_clip, real_ratio=real_ratio, labels=labels, **kwargs)
 
