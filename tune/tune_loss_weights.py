@@ -44,6 +44,10 @@ class SearchError(ValueError):
     """A search that cannot start (bad range, unknown metric, missing experiment); the message says why."""
 
 
+class SearchInterrupted(RuntimeError):
+    """Tune stopped on SIGINT (or SIGUSR1) before every trial finished; the state is saved for `--resume`."""
+
+
 class Dimension(BaseModel):
     """One extra search dimension: exactly one of loguniform / uniform ([low, high]) or choice ([values])."""
 
@@ -391,11 +395,24 @@ def run_search(tc: TuneJobConfig, *, resume: str = "", stopper: Any = None) -> d
                                       stop=stopper, verbose=1),
         )
     results = tuner.fit()
+    unfinished = _unfinished(results)
+    if unfinished:
+        raise SearchInterrupted(f"the search was interrupted with {len(unfinished)} trial(s) unfinished "
+                                f"({', '.join(unfinished)}); continue it with --resume {exp_dir}")
     out = summarize(tc, results, exp_dir, parent_run_id, info)
     out["seconds"], out["metric"] = time.perf_counter() - t0, tc.search.metric
     with mlflow.start_run(run_id=parent_run_id):
         mlflow.log_metric("search_seconds", out["seconds"])
     return out
+
+
+def _unfinished(results: Any) -> list[str]:
+    """Ids of trials neither finished nor errored: Tune returns normally after SIGINT with these left over."""
+    from ray.tune.experiment import Trial
+
+    # ResultGrid has no public per-trial status; its ExperimentAnalysis holds the Trial objects.
+    trials = results._experiment_analysis.trials  # noqa: SLF001
+    return [t.trial_id for t in trials if t.status not in (Trial.TERMINATED, Trial.ERROR)]
 
 
 def trial_table(tc: TuneJobConfig, results: Any) -> Any:
@@ -558,6 +575,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (SearchError, ConfigError, job_train.JobError, DatasetError) as e:
         print(f"classemo tune: error: {e}", file=sys.stderr)
         return 2
+    except SearchInterrupted as e:
+        print(f"classemo tune: {e}", file=sys.stderr)
+        return 3
     if args.csv:
         shutil.copyfile(out["csv"], args.csv)
     print_summary(out, out["metric"])
