@@ -395,7 +395,7 @@ def run_search(tc: TuneJobConfig, *, resume: str = "", stopper: Any = None) -> d
                                       stop=stopper, verbose=1),
         )
     results = tuner.fit()
-    unfinished = _unfinished(results)
+    unfinished = _unfinished(exp_dir, tc.search.num_samples)
     if unfinished:
         raise SearchInterrupted(f"the search was interrupted with {len(unfinished)} trial(s) unfinished "
                                 f"({', '.join(unfinished)}); continue it with --resume {exp_dir}")
@@ -406,13 +406,18 @@ def run_search(tc: TuneJobConfig, *, resume: str = "", stopper: Any = None) -> d
     return out
 
 
-def _unfinished(results: Any) -> list[str]:
-    """Ids of trials neither finished nor errored: Tune returns normally after SIGINT with these left over."""
+def _unfinished(exp_dir: Path, num_samples: int) -> list[str]:
+    """Trials not yet run to an end, per the saved experiment state: after SIGINT `Tuner.fit` returns normally.
+
+    The state on disk is what `Tuner.restore` resumes from; it is written before Tune stops the running trials
+    (which then read TERMINATED in memory), so it still says RUNNING/PENDING for the interrupted ones.
+    """
+    from ray.tune import ExperimentAnalysis
     from ray.tune.experiment import Trial
 
-    # ResultGrid has no public per-trial status; its ExperimentAnalysis holds the Trial objects.
-    trials = results._experiment_analysis.trials  # noqa: SLF001
-    return [t.trial_id for t in trials if t.status not in (Trial.TERMINATED, Trial.ERROR)]
+    trials = ExperimentAnalysis(str(exp_dir)).trials
+    left = [t.trial_id for t in trials if t.status not in (Trial.TERMINATED, Trial.ERROR)]
+    return left + [f"{num_samples - len(trials)} not started"] * (len(trials) < num_samples)
 
 
 def trial_table(tc: TuneJobConfig, results: Any) -> Any:
