@@ -455,7 +455,7 @@ def _child_runs(job: JobConfig, parent_run_id: str, search_name: str) -> dict[st
 
 
 def plot_scatter(df: Any, metric: str, path: Path) -> None:
-    """eta1 x eta2 (log axes), each trial a dot coloured by its best metric; stopped trials hollow."""
+    """eta1 x eta2 (log axes), each trial a dot coloured by its best metric; stopped trials red-edged squares."""
     import matplotlib
 
     matplotlib.use("Agg")
