@@ -27,7 +27,7 @@ class ServeArgs(BaseModel):
     target_ongoing_requests: float = Field(4.0, gt=0, description="Autoscaling target per model replica")
     upscale_delay_s: float = Field(10.0, ge=0)
     downscale_delay_s: float = Field(60.0, ge=0)
-    look_back_period_s: float = Field(10.0, gt=0, description="Window the autoscaler averages load over")
+    look_back_period_s: float = Field(30.0, gt=0, description="Window the autoscaler averages load over")
     max_ongoing_requests: int = Field(32, ge=1, description="In-flight clips per model replica (>= max_batch_size)")
     max_queued_requests: int = Field(256, ge=-1, description="Clips queued per caller before 503; -1 = unbounded")
     retry_after_s: float = Field(1.0, ge=0, description="Retry-After seconds sent with a load-shedding 503")
