@@ -52,6 +52,12 @@ VIDEO_PATH = "/v1/videos"
 ERRORS: dict[int | str, dict[str, Any]] = {code: {"model": ErrorOut} for code in (413, 415, 422, 503)}
 
 
+def _provenance(predictor: Any) -> dict[str, str | None]:
+    """Where the served model came from (`Predictor.info`), as strings for JSON."""
+    keys = ("source", "registered_model", "version", "alias", "run_id")
+    return {k: None if predictor.info.get(k) is None else str(predictor.info[k]) for k in keys}
+
+
 # -- model deployment ------------------------------------------------------------------------------------------
 
 
@@ -107,25 +113,31 @@ class ClassEmoModel:
             clips: The clips that arrived within one batch window, one per caller.
 
         Returns:
-            Per clip either `ClipPrediction.to_dict(labels)` plus `batch_size`, or `{"error": message}`.
+            Per clip either `ClipPrediction.to_dict(labels)` plus `batch_size` and the model's provenance
+            (`model`), or `{"error": message}`.
         """
-        from classemo.data.transforms import FrameError
+        from classemo.data.transforms import FrameError, validate_frames
 
-        predictor = self._predictor
+        predictor = self._predictor  # a reconfigure during this batch swaps the attribute, not this reference
         good: list[int] = []
         results: list[dict[str, Any]] = [{} for _ in clips]
         for i, clip in enumerate(clips):
             try:
-                predictor._clip_frames(clip, 0)  # the Predictor's own checks (count, shape, dtype)
+                frames = validate_frames(clip, where="clip")
             except FrameError as e:
-                results[i] = {"error": str(e).replace("clip 0", "clip", 1)}
+                results[i] = {"error": str(e)}
+                continue
+            if len(frames) > predictor.num_frames:
+                results[i] = {"error": f"{len(frames)} frames, more than the model's limit of "
+                                       f"num_frames={predictor.num_frames}; split or subsample the clip"}
             else:
                 good.append(i)
         self._batch_sizes[len(clips)] += 1
         if good:
             preds = await asyncio.to_thread(predictor.predict, [clips[i] for i in good])
+            model = _provenance(predictor)
             for i, pred in zip(good, preds):
-                results[i] = {**pred.to_dict(predictor.labels), "batch_size": len(clips)}
+                results[i] = {**pred.to_dict(predictor.labels), "batch_size": len(clips), "model": model}
         return results
 
     def info(self) -> dict[str, Any]:
@@ -133,9 +145,7 @@ class ClassEmoModel:
         p = self._predictor
         if p is None:
             raise RuntimeError("no model loaded")
-        keys = ("source", "architecture", "registered_model", "version", "alias", "run_id")
-        out = {k: (None if p.info.get(k) is None else str(p.info.get(k))) for k in keys}
-        return {**out, "labels": list(p.labels), "preprocessing": dict(p.preprocessing),
+        return {**_provenance(p), "architecture": p.info.get("architecture"), "labels": list(p.labels), "preprocessing": dict(p.preprocessing),
                 "num_frames": int(p.num_frames), "device": str(p.device)}
 
     def stats(self) -> dict[str, Any]:
@@ -323,9 +333,10 @@ class APIGateway:
         errors = [f"clip {i}: {o['error']}" for i, o in enumerate(outs) if "error" in o]
         if errors:
             raise HTTPException(422, "; ".join(errors))
-        info = await self._call("info")
-        model = {k: info[k] for k in ("source", "registered_model", "version", "alias", "run_id")}
-        preds = [ClipOut(**o, faces=boxes) for o, (_, boxes) in zip(outs, decoded)]
+        # Clips of one request may straddle a model switch; the response names the model of its first clip.
+        model = outs[0]["model"]
+        preds = [ClipOut(**{k: v for k, v in o.items() if k != "model"}, faces=boxes)
+                 for o, (_, boxes) in zip(outs, decoded)]
         return ClipsResponse(model=model, predictions=preds)
 
     @app.get("/v1/model", response_model=ModelInfo, responses=ERRORS)
@@ -345,14 +356,16 @@ class APIGateway:
         return Health(status="ok", model=info.get("source"))
 
     async def _run_job(self, job: VideoJob, data: bytes, suffix: str, fps: float) -> None:
+        """Background video job: every outcome, including an unexpected error, ends up in the job for polling."""
         job.status = "running"
         try:
             job.result = await self._call("analyze_video", data, suffix, fps)
             job.status = "done"
         except HTTPException as e:
-            job.status, job.error = "failed", e.detail
-        except ValueError as e:  # VideoError and invalid settings surface as ValueError from the pipeline
-            job.status, job.error = "failed", str(e)
+            job.status, job.error = "failed", str(e.detail)
+        except Exception as e:  # noqa: BLE001 - nobody awaits this task; the poller must learn what went wrong
+            log.exception("video job %s failed", job.job_id)
+            job.status, job.error = "failed", f"{type(e).__name__}: {e}"
 
     @app.post(VIDEO_PATH, response_model=VideoJob, responses=ERRORS)
     async def upload_video(self, file: UploadFile = File(..., description="A video (any format OpenCV reads) or "
@@ -379,9 +392,11 @@ class APIGateway:
         job = VideoJob(job_id=uuid.uuid4().hex, status="pending", duration_s=info.duration_s)
         rate = fps or self._args.video_fps
         if info.duration_s <= self._args.inline_video_max_s:
-            await self._run_job(job, data, suffix, rate)
-            if job.status == "failed":
-                raise HTTPException(422, f"cannot analyse {file.filename!r}: {job.error}")
+            try:
+                job.result = await self._call("analyze_video", data, suffix, rate)
+            except ValueError as e:  # VideoError or an invalid setting, raised by the pipeline in the replica
+                raise HTTPException(422, f"cannot analyse {file.filename!r}: {e}") from None
+            job.status = "done"
             return JSONResponse(job.model_dump(), 200)
         self._jobs[job.job_id] = job
         while len(self._jobs) > self._args.max_video_jobs:
