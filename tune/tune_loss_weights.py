@@ -417,7 +417,7 @@ def _unfinished(exp_dir: Path, num_samples: int) -> list[str]:
 
     trials = ExperimentAnalysis(str(exp_dir)).trials
     left = [t.trial_id for t in trials if t.status not in (Trial.TERMINATED, Trial.ERROR)]
-    return left + [f"{num_samples - len(trials)} not started"] * (len(trials) < num_samples)
+    return left + [f"not started #{i + 1}" for i in range(num_samples - len(trials))]
 
 
 def trial_table(tc: TuneJobConfig, results: Any) -> Any:
