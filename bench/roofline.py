@@ -13,6 +13,7 @@ caller pays. classemo_base is a GPU preset: on a CPU it runs one repeat per batc
 `--quick`).
 
 Usage: python bench/roofline.py [--quick] [--threads 2] [--presets classemo_tiny classemo_small] [--batches 1 8 32]
+       python bench/roofline.py --profile classemo_small [--profile-frames 256] [--dtypes fp32 bf16]
 """
 
 from __future__ import annotations
@@ -81,6 +82,20 @@ def predictor_rate(predictor: Predictor, batch: int, repeats: int) -> float:
     return batch / seconds
 
 
+def profile_spatial(name: str, frames: int, dtype: torch.dtype, rows: int = 15) -> str:
+    """torch.profiler table (self CPU time per op) of the spatial stream on `frames` frames of preset `name`."""
+    from torch.profiler import ProfilerActivity, profile
+
+    model = create_model(name, num_classes=7).eval().to(dtype)
+    x = torch.randn(frames, 3, model.image_size, model.image_size, dtype=dtype)
+    with torch.inference_mode():
+        model.forward_spatial(x)  # warm-up: allocations and oneDNN kernel selection
+        with profile(activities=[ProfilerActivity.CPU], record_shapes=False) as prof:
+            for _ in range(3):
+                model.forward_spatial(x)
+    return prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=rows, max_name_column_width=40)
+
+
 def main() -> None:
     """Run the roofline and print the table."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -89,9 +104,17 @@ def main() -> None:
     parser.add_argument("--presets", nargs="+", default=list(PRESETS), choices=PRESETS)
     parser.add_argument("--batches", nargs="+", type=int, default=[1, 8, 32])
     parser.add_argument("--dtypes", nargs="+", default=list(DTYPES), choices=list(DTYPES))
+    parser.add_argument("--profile", choices=PRESETS, help="only profile this preset's spatial stream and exit")
+    parser.add_argument("--profile-frames", type=int, default=256, help="frames per profiled forward")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
+    if args.profile:
+        for key in args.dtypes:
+            print(f"\n{args.profile} spatial stream, {args.profile_frames} frames, {key}, load average "
+                  f"{os.getloadavg()[0]:.1f}")
+            print(profile_spatial(args.profile, args.profile_frames, DTYPES[key]))
+        return
     repeats = 3 if args.quick else 7
     n = 1024 if args.quick else 2048
     load_start = os.getloadavg()[0]
@@ -109,7 +132,7 @@ def main() -> None:
         flops, frame_flops = clip_flops(model)
         print(f"{name}: {flops / 1e9:.3f} GFLOP per clip of {model.num_frames} frames at {model.image_size} px "
               f"(spatial {frame_flops / 1e9:.4f} GFLOP per frame)", flush=True)
-        config = checkpoint_config(model, labels=LabelSet(tuple(f"c{i}" for i in range(7))))
+        config = checkpoint_config(model, labels=LabelSet.paper())
         for batch in args.batches:
             if name == "classemo_base" and batch == 32 and args.quick:
                 continue
