@@ -148,7 +148,7 @@ def _stage_result(result: Any, metric: str, run_id: str) -> StageResult:
 # ------------------------------------------------------------------------------------------------ the trainers
 
 
-def build_trainer(cfg: JobConfig, info: Any, *, train_fn: Any, datasets: dict[str, Any], train_loop_config: dict,
+def build_trainer(cfg: JobConfig, *, train_fn: Any, datasets: dict[str, Any], train_loop_config: dict,
                   name: str, metric: str, callbacks: Sequence[Any] = ()) -> Any:
     """A TorchTrainer with ScalingConfig, checkpointing (best by `metric`) and FailureConfig from `cfg`."""
     import ray.cloudpickle
@@ -236,7 +236,7 @@ def run_training(cfg: JobConfig, info: Any = None, *, generator_dir: str = "", p
            for k, v in val_shards(read_split(info, "val"), cfg.scaling.num_workers).items()}
     run_id = _child_run(cfg, parent_run_id, "unified")
     trainer = build_trainer(
-        cfg, info, train_fn=unified_train_fn, datasets={"train": train, **val},
+        cfg, train_fn=unified_train_fn, datasets={"train": train, **val},
         train_loop_config={"job": cfg.to_dict(), "labels": labels.to_list(), "class_counts": counts,
                            "tracking_uri": cfg.run.tracking_uri, "mlflow_run_id": run_id,
                            "init_state": init_state, "generator": generator},
@@ -265,7 +265,7 @@ def run_stargan(cfg: JobConfig, info: Any = None, *, parent_run_id: str | None =
            for k, v in val_shards(read_split(info, "val"), cfg.scaling.num_workers).items()}
     run_id = _child_run(cfg, parent_run_id, "stargan")
     trainer = build_trainer(
-        cfg, info, train_fn=stargan_train_fn, datasets={"train": train, **val},
+        cfg, train_fn=stargan_train_fn, datasets={"train": train, **val},
         train_loop_config={"job": cfg.to_dict(), "labels": labels.to_list(), "tracking_uri": cfg.run.tracking_uri,
                            "mlflow_run_id": run_id},
         name=f"{cfg.run.name}-stargan-{int(time.time())}", metric="val_domain_acc", callbacks=callbacks,

@@ -21,23 +21,24 @@ RAY = str(Path(sys.executable).parent / "ray")
 def head_node(tmp_path: Path):
     """`ray start --head --block` in its own process group: stopping it stops only this cluster."""
     port, dash = free_port(), free_port()
+    log = tmp_path / "ray-start.log"
     env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
     proc = subprocess.Popen(
         [RAY, "start", "--head", "--block", f"--port={port}", "--node-ip-address=127.0.0.1", "--num-cpus=4",
-         "--include-dashboard=true", "--dashboard-host=127.0.0.1", f"--dashboard-port={dash}",
-         f"--temp-dir={tmp_path / 'ray'}"],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+         "--include-dashboard=true", "--dashboard-host=127.0.0.1", f"--dashboard-port={dash}"],
+        env=env, stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True,
     )
     address = f"http://127.0.0.1:{dash}"
-    deadline = time.time() + 120
-    while time.time() < deadline:
+    deadline = time.time() + 300  # generous: CI machines have 2 cores
+    while time.time() < deadline and proc.poll() is None:
         ok = subprocess.run([RAY, "job", "list", "--address", address], capture_output=True, env=env)
         if ok.returncode == 0:
             break
-        time.sleep(2)
+        time.sleep(3)
     else:
-        proc.terminate()
-        pytest.fail("ray start --head did not come up within 120 s")
+        if proc.poll() is None:
+            os.killpg(proc.pid, 15)
+        pytest.fail(f"ray start --head did not come up:\n{log.read_text()[-2000:]}")
     yield address
     os.killpg(proc.pid, 15)
     proc.wait(timeout=60)
