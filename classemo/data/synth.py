@@ -564,7 +564,7 @@ def _synth_rows(labels: LabelSet, *, clips_per_class: int, num_frames: int, imag
         ident = idents[(j * len(labels) + labels.index(label) + j) % subjects]
         peak = int(rng.integers(num_frames // 3, max(num_frames // 3 + 1, (2 * num_frames) // 3 + 1)))
         peak = min(peak, num_frames - 1)
-        apex = float(rng.uniform(0.5, 1.0)) if label != "neutral" else 0.0
+        apex = float(rng.uniform(0.6, 1.0)) if label != "neutral" else 0.0
         course = intensity_course(num_frames, peak, apex, width=float(rng.uniform(0.25, 0.6)) * num_frames)
         va = labels.default_va[label]
         # Per-clip V/A jitter, bounded so the apex valence keeps the label's sign.
