@@ -145,7 +145,8 @@ class ClassEmoModel:
         p = self._predictor
         if p is None:
             raise RuntimeError("no model loaded")
-        return {**_provenance(p), "architecture": p.info.get("architecture"), "labels": list(p.labels), "preprocessing": dict(p.preprocessing),
+        return {**_provenance(p), "architecture": p.info.get("architecture"), "labels": list(p.labels),
+                "preprocessing": dict(p.preprocessing),
                 "num_frames": int(p.num_frames), "device": str(p.device)}
 
     def stats(self) -> dict[str, Any]:

@@ -46,7 +46,7 @@ class ServeArgs(BaseModel):
     inline_video_max_s: float = Field(15.0, ge=0, description="Videos up to this long are analysed inline")
     video_fps: float = Field(5.0, gt=0, description="Analysis frame rate of uploaded videos")
     max_video_jobs: int = Field(64, ge=1, description="Finished video jobs kept for polling")
-    debug_routes: bool = Field(False, description="Expose POST /debug/crash (tests only); also env CLASSEMO_SERVE_DEBUG=1")
+    debug_routes: bool = Field(False, description="Expose POST /debug/crash (tests only); or CLASSEMO_SERVE_DEBUG=1")
 
     @model_validator(mode="after")
     def _check(self) -> "ServeArgs":
