@@ -87,7 +87,8 @@ def main() -> None:
         rows = [run(single, predictor, args.fps, root / "o1"), run(classroom, predictor, args.fps, root / "o2")]
     print(f"model: {predictor.info.get('architecture')} ({args.model or 'untrained'}), threads {args.threads}, "
           f"analysis fps {args.fps}")
-    print("| video | length s | wall s | × real time | faces/frame | tracks | decode | detect | track | crop | model |")
+    print("| video | length s | wall s | × real time | faces/frame | tracks "
+          "| decode | detect | track | crop | model |")
     print("|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         print(f"| {r['video']} | {r['duration_s']:.1f} | {r['wall_s']:.1f} | {r['x_realtime']:.2f} | {r['faces']:.1f} "

@@ -57,7 +57,8 @@ def polarity_masses(probs: np.ndarray, label_set: LabelSet) -> tuple[np.ndarray,
     """P+, P-, P0 of (N, C) probabilities: the probability mass of positive, negative and neutral labels, each (N,)."""
     pol = np.array([label_set.polarity[n] for n in label_set.names])
     probs = np.asarray(probs, dtype=float).reshape(-1, len(label_set))
-    return tuple(probs[:, pol == k].sum(axis=1) for k in ("positive", "negative", "neutral"))  # type: ignore[return-value]
+    pos, neg, neu = (probs[:, pol == k].sum(axis=1) for k in ("positive", "negative", "neutral"))
+    return pos, neg, neu
 
 
 def _unit(x: np.ndarray) -> np.ndarray:

@@ -196,7 +196,8 @@ def write_report(path: str | Path, timeline: pd.DataFrame, summary: dict, label_
     an = summary.get("analysis", {})
     body.append(f'<p class="note">Analysed {video.get("analysed_frames", "?")} frames at {an.get("fps", "?")} fps '
                 f'({summary["duration_s"]:.1f} s of video); {len(summary.get("tracks", {}))} people tracked, '
-                f'{len(summary.get("dropped_tracks", {}))} short tracks dropped; segments of {summary["segment_s"]:g} s.'
+                f'{len(summary.get("dropped_tracks", {}))} short tracks dropped; '
+                f'segments of {summary["segment_s"]:g} s.'
                 + (" The video looks truncated: only its decodable part was analysed." if video.get("truncated")
                    else "") + "</p>")
     if len(timeline) == 0:

@@ -74,9 +74,9 @@ def assign_roles(tracks: dict[int, Track], centres: dict[int, np.ndarray], frame
 
     Heuristic ("auto"): among tracks seen for at least a quarter of the longest track's frames, the teacher
     maximises (mean face area / largest mean face area) + (mobility / largest mobility), mobility being the
-    spread of the face centre around its mean position, in face widths (`Track.mobility`). The teacher usually stands nearer the camera
-    than the students and moves about while they sit. With a single person nobody is called the teacher, because
-    a close-up of one face says nothing about its role (give --teacher 0 if it is the teacher).
+    spread of the face centre around its mean position, in face widths (`Track.mobility`). The teacher usually
+    stands nearer the camera than the students and moves about while they sit. With a single person nobody is
+    called the teacher, because a close-up of one face says nothing about its role (give --teacher 0 if it is).
 
     Args:
         tracks: kept tracks by id.

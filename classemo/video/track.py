@@ -1,4 +1,4 @@
-"""Multi-face tracking: IoU matching with a constant-velocity motion model, plus an appearance cue for re-identification.
+"""Multi-face tracking: IoU matching with a constant-velocity motion model plus appearance for re-identification.
 
 Each detection is matched to a live track by IoU against the track's predicted box (Hungarian assignment).
 Detections left over are compared with tracks lost for up to `max_lost_s` seconds by appearance (cosine of a small

@@ -28,7 +28,8 @@ def loop_video(src: Path, dst: Path, times: int) -> None:
     import cv2
 
     cap = cv2.VideoCapture(str(src))
-    fps, w, h = cap.get(cv2.CAP_PROP_FPS), int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT))
+    fps = cap.get(cv2.CAP_PROP_FPS)
+    w, h = int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT))
     frames = []
     while (ok := cap.read())[0]:
         frames.append(ok[1])
