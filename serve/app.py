@@ -388,8 +388,9 @@ class APIGateway:
             try:
                 info = await asyncio.to_thread(probe_video, path)
             except VideoError as e:
-                raise HTTPException(415, f"unsupported video {file.filename!r}: {str(e).replace(str(path), '')}"
-                                         .replace(": :", ":")) from None
+                # VideoError names the temporary path, which means nothing to the client: name its file instead.
+                reason = str(e).replace(f"{path}: ", "").replace(str(path), "upload")
+                raise HTTPException(415, f"unsupported video {file.filename!r}: {reason}") from None
         job = VideoJob(job_id=uuid.uuid4().hex, status="pending", duration_s=info.duration_s)
         rate = fps or self._args.video_fps
         if info.duration_s <= self._args.inline_video_max_s:
