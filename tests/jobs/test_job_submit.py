@@ -22,7 +22,9 @@ def head_node(tmp_path: Path):
     """`ray start --head --block` in its own process group: stopping it stops only this cluster."""
     port, dash = free_port(), free_port()
     log = tmp_path / "ray-start.log"
-    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
+    # Loopback-only test cluster: token auth off, so the job CLI needs no token file.
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "disabled"}
+    os.environ["RAY_AUTH_MODE"] = "disabled"
     proc = subprocess.Popen(
         [RAY, "start", "--head", "--block", f"--port={port}", "--node-ip-address=127.0.0.1", "--num-cpus=4",
          "--include-dashboard=true", "--dashboard-host=127.0.0.1", f"--dashboard-port={dash}"],
@@ -30,6 +32,7 @@ def head_node(tmp_path: Path):
     )
     address = f"http://127.0.0.1:{dash}"
     deadline = time.time() + 300  # generous: CI machines have 2 cores
+    ok = None
     while time.time() < deadline and proc.poll() is None:
         ok = subprocess.run([RAY, "job", "list", "--address", address], capture_output=True, env=env)
         if ok.returncode == 0:
@@ -38,10 +41,12 @@ def head_node(tmp_path: Path):
     else:
         if proc.poll() is None:
             os.killpg(proc.pid, 15)
-        pytest.fail(f"ray start --head did not come up:\n{log.read_text()[-2000:]}")
+        pytest.fail(f"ray start --head did not come up:\n{log.read_text()[-1500:]}\nray job list: "
+                    f"{ok.stderr.decode()[-1500:]}")
     yield address
     os.killpg(proc.pid, 15)
     proc.wait(timeout=60)
+    os.environ.pop("RAY_AUTH_MODE", None)
 
 
 def test_job_submit_runs_the_training_job_to_succeeded(head_node: str, tiny_dataset: Path, tmp_path: Path) -> None:
@@ -51,7 +56,11 @@ def test_job_submit_runs_the_training_job_to_succeeded(head_node: str, tiny_data
            "--runtime-env-json", json.dumps(runtime_env), "--", "python", "jobs/train.py", "--config",
            "configs/train_smoke.yaml", f"data.root={tiny_dataset}", "stargan.enabled=false", "unified.epochs=1",
            f"run.storage_path={tmp_path / 'runs'}"]
-    done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=900)
+    for _ in range(40):  # the node's job agent starts after the dashboard answers; submission waits for it
+        done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=900)
+        if "No available agent" not in done.stdout + done.stderr:
+            break
+        time.sleep(5)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     status = subprocess.run([RAY, "job", "status", "--address", head_node, "classemo-test"], capture_output=True,
                             text=True)
