@@ -227,6 +227,7 @@ class Predictor:
         batch_size: int = 32,
         dtype: torch.dtype | str = "auto",
         info: Mapping[str, Any] | None = None,
+        compile: bool = False,
     ) -> None:
         """Wrap an in-memory model and its checkpoint config (see `checkpoint_config`).
 
@@ -242,6 +243,9 @@ class Predictor:
                 float32; see `resolve_dtype`), a name ("float32", "bf16", ...) or a torch dtype. The temporal
                 encoder and heads run in float32 whatever this is, and outputs are float32.
             info: Provenance: `source`, and from MLflow `registered_model`, `version`, `alias`, `run_id`.
+            compile: Run the spatial stream through `torch.compile` (inductor). Measured fastest on CPU
+                (docs/performance.md: 1.34x eager bf16 on classemo_tiny) but the first call of each new batch
+                shape compiles for 30-90 s, so it is for long-running services and batch jobs, off by default.
         """
         if "labels" not in config or "preprocessing" not in config:
             raise CheckpointError("not a unified-model checkpoint: its config has no 'labels' / 'preprocessing'")
@@ -261,6 +265,8 @@ class Predictor:
         for name in FLOAT32_MODULES:
             if (sub := getattr(self.model, name, None)) is not None:
                 sub.float()
+        self.compiled = compile
+        self._forward_spatial = torch.compile(self.model.forward_spatial) if compile else self.model.forward_spatial
         self.num_frames = int(self.model.num_frames)
         if int(self.model.num_classes) != len(self.labels):
             raise CheckpointError(f"the model has {self.model.num_classes} classes but the config lists "
@@ -276,6 +282,7 @@ class Predictor:
         device: str | torch.device | None = None,
         batch_size: int = 32,
         dtype: torch.dtype | str = "auto",
+        compile: bool = False,
     ) -> "Predictor":
         """Load a checkpoint directory or an MLflow model (weights_only: no pickled code runs).
 
@@ -286,6 +293,7 @@ class Predictor:
             device: Torch device; CUDA when available, else CPU.
             batch_size: Clips per forward pass.
             dtype: Compute dtype of the spatial stream ("auto": bf16 where native, else float32).
+            compile: `torch.compile` the spatial stream (see `__init__`).
         """
         info: dict[str, Any] = {"source": str(source)}
         if not is_mlflow_uri(source):
@@ -293,7 +301,7 @@ class Predictor:
             if not path.is_dir():
                 raise CheckpointError(f"checkpoint directory {path} does not exist (or give an MLflow models:/ URI)")
             model, config = load_checkpoint(find_checkpoint_dir(path), map_location="cpu")
-            return cls(model, config, device=device, batch_size=batch_size, dtype=dtype, info=info)
+            return cls(model, config, device=device, batch_size=batch_size, dtype=dtype, info=info, compile=compile)
 
         import mlflow.artifacts
         from mlflow.exceptions import MlflowException
@@ -310,7 +318,7 @@ class Predictor:
                 model, config = load_checkpoint(find_checkpoint_dir(local), map_location="cpu")
         except MlflowException as e:
             raise CheckpointError(f"cannot load {source} from MLflow at {uri}: {e.message}") from None
-        return cls(model, config, device=device, batch_size=batch_size, dtype=dtype, info=info)
+        return cls(model, config, device=device, batch_size=batch_size, dtype=dtype, info=info, compile=compile)
 
     # -- input checks ------------------------------------------------------------------------------------------
 
@@ -347,7 +355,7 @@ class Predictor:
 
     def _spatial_features(self, images: torch.Tensor) -> torch.Tensor:
         """(N, 3, S, S) normalised frames -> (N, D) float32 features λ, the spatial stream in `self.dtype`."""
-        return self.model.forward_spatial(images.to(self.device, self.dtype))["features"].float()
+        return self._forward_spatial(images.to(self.device, self.dtype))["features"].float()
 
     def _temporal(self, feats: torch.Tensor, mask: torch.Tensor, lengths: Sequence[int]) -> list[ClipPrediction]:
         """(B, T, D) features + (B, T) mask -> predictions, the temporal part in float32."""

@@ -176,3 +176,15 @@ def test_video_feature_cache_equals_recomputing_every_window(tmp_path: Path) -> 
     timeline_probs = res.timeline[[f"{PROB_PREFIX}{n}" for n in predictor.labels]].to_numpy()  # (R, C)
     assert 0 < len(timeline_probs) <= len(cached_probs)
     assert np.abs(timeline_probs[:, None] - cached_probs[None]).max(-1).min(-1).max() < 1e-6
+
+
+def test_compiled_spatial_stream_matches_eager() -> None:
+    torch.manual_seed(0)
+    model = create_model("classemo_tiny", num_classes=len(LABELS), **dict(ARCH, depth=1))
+    config = checkpoint_config(model, labels=LABELS)
+    clips, _ = _coloured_clips(6, seed=3)
+    eager = Predictor(model, config, device="cpu", dtype="float32").predict(clips)
+    compiled = Predictor(model, config, device="cpu", dtype="float32", compile=True)
+    assert compiled.compiled
+    got = compiled.predict(clips)
+    assert _max_diff(eager, got, "probs") < 1e-4 and _max_diff(eager, got, "frame_valence") < 1e-4
