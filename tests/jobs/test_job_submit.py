@@ -27,7 +27,10 @@ def head_node(tmp_path: Path):
     os.environ["RAY_AUTH_MODE"] = "disabled"
     proc = subprocess.Popen(
         [RAY, "start", "--head", "--block", f"--port={port}", "--node-ip-address=127.0.0.1", "--num-cpus=4",
-         "--include-dashboard=true", "--dashboard-host=127.0.0.1", f"--dashboard-port={dash}"],
+         "--include-dashboard=true", "--dashboard-host=127.0.0.1", f"--dashboard-port={dash}",
+         # Own agent and metrics ports: the defaults clash with any other Ray on the machine (the job agent
+         # would then never start and every submission would get "No available agent").
+         f"--dashboard-agent-listen-port={free_port()}", f"--metrics-export-port={free_port()}"],
         env=env, stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True,
     )
     address = f"http://127.0.0.1:{dash}"
