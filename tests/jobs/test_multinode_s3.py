@@ -19,9 +19,15 @@ def two_nodes(s3_endpoint):
     import ray
     from ray.cluster_utils import Cluster
 
+    from conftest import free_port
+
+    # Own agent/metrics ports per node: the defaults clash with other Ray instances on the same machine.
+    def ports() -> dict:
+        return {"dashboard_agent_listen_port": free_port(), "metrics_export_port": free_port()}
+
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 3, "node_ip_address": "127.0.0.1",
-                                                            "include_dashboard": False})
-    cluster.add_node(num_cpus=3, node_ip_address="127.0.0.1")
+                                                            "include_dashboard": False, **ports()})
+    cluster.add_node(num_cpus=3, node_ip_address="127.0.0.1", **ports())
     ray.init(address=cluster.address, log_to_driver=False)
     cluster.wait_for_nodes()
     yield cluster
