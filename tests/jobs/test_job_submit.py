@@ -23,7 +23,9 @@ def head_node(tmp_path: Path):
     port, dash = free_port(), free_port()
     log = tmp_path / "ray-start.log"
     # Loopback-only test cluster: token auth off, so the job CLI needs no token file.
-    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "disabled"}
+    # The venv's bin first on PATH, as for a user with the venv activated: the job's `python` is this one.
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "disabled",
+           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
     os.environ["RAY_AUTH_MODE"] = "disabled"
     proc = subprocess.Popen(
         [RAY, "start", "--head", "--block", f"--port={port}", "--node-ip-address=127.0.0.1", "--num-cpus=4",
