@@ -65,11 +65,13 @@ def _provenance(predictor: Any) -> dict[str, str | None]:
 class ClassEmoModel:
     """Holds one `Predictor`; batches clips from concurrent requests into one forward pass."""
 
-    def __init__(self, *, device: str | None = None, torch_threads: int | None = None, debug: bool = False) -> None:
+    def __init__(self, *, device: str | None = None, dtype: str = "auto", torch_threads: int | None = None,
+                 debug: bool = False) -> None:
         """Start empty: the model is loaded by `reconfigure`, which Serve calls with the user_config.
 
         Args:
             device: Torch device; CUDA when available, else CPU.
+            dtype: Predictor dtype: "auto" (bf16 on CPUs/GPUs that support it), "float32" or "bf16".
             torch_threads: `torch.set_num_threads` for this replica (replicas share the host's cores).
             debug: Allow `crash` (tests of replica recovery).
         """
@@ -78,6 +80,7 @@ class ClassEmoModel:
         if torch_threads:
             torch.set_num_threads(torch_threads)
         self._device = device
+        self._dtype = dtype
         self._debug = debug
         self._predictor = None
         self._config: ModelUserConfig | None = None
@@ -89,7 +92,7 @@ class ClassEmoModel:
 
         cfg = ModelUserConfig.model_validate(user_config)
         if self._config is None or cfg.model_uri != self._config.model_uri or self._predictor is None:
-            predictor = await asyncio.to_thread(Predictor.from_checkpoint, cfg.model_uri, device=self._device,
+            predictor = await asyncio.to_thread(Predictor.from_checkpoint, cfg.model_uri, device=self._device, dtype=self._dtype,
                                                 batch_size=cfg.max_batch_size)
             self._predictor = predictor  # in-flight batches keep the old one they already hold
         else:
@@ -453,7 +456,7 @@ def build_app(args: ServeArgs) -> serve.Application:
         health_check_period_s=args.health_check_period_s,
         health_check_timeout_s=args.health_check_timeout_s,
         ray_actor_options={"num_cpus": args.model_num_cpus, "num_gpus": args.model_num_gpus},
-    ).bind(device=args.device, torch_threads=args.torch_threads, debug=debug)
+    ).bind(device=args.device, dtype=args.dtype, torch_threads=args.torch_threads, debug=debug)
     # The ingress does little CPU work per request; it sheds load itself when its own queue is full.
     gateway = APIGateway.options(
         ray_actor_options={"num_cpus": 0.25},

@@ -18,6 +18,8 @@ class ServeArgs(BaseModel):
 
     model_uri: str = Field("models:/classemo@champion", description="Checkpoint dir or MLflow models:/ or runs:/ URI")
     device: str | None = Field(None, description="Torch device of the model replicas; CUDA when available")
+    dtype: str = Field("auto", pattern="^(auto|float32|fp32|bf16|bfloat16)$",
+                       description="Inference dtype: auto = bf16 where the CPU/GPU supports it, else float32")
     # Dynamic batching (a batch is a list of clips from any number of requests).
     max_batch_size: int = Field(16, ge=1, le=1024, description="Clips per forward pass (@serve.batch)")
     batch_wait_timeout_s: float = Field(0.01, ge=0, le=10, description="How long a partial batch waits for more")
