@@ -190,17 +190,20 @@ def find_checkpoint_dir(root: str | Path) -> Path:
     return found[0]
 
 
-def _mlflow_info(uri: str, tracking: str) -> dict[str, Any]:
-    """Registered name, version, alias and run id behind an MLflow URI, as far as the URI names them."""
+def _mlflow_info(uri: str, tracking: str) -> tuple[dict[str, Any], str]:
+    """Registered name, version, alias and run id behind an MLflow URI, as far as the URI names them, and the
+    concrete artifact URI to download. A registered version is resolved here with an explicit client, because
+    `download_artifacts` would resolve `models:/` through MLflow's process-global registry URI, which another
+    caller in the same process may have pointed elsewhere."""
     from mlflow import MlflowClient
 
     info: dict[str, Any] = {"registered_model": None, "version": None, "alias": None, "run_id": None}
     if m := re.match(r"^runs:/([^/]+)", uri):
         info["run_id"] = m.group(1)
-        return info
+        return info, uri
     m = re.match(r"^models:/([^/@]+)(?:@([^/]+)|/([^/]+))?", uri)
     if not m:
-        return info
+        return info, uri
     client = MlflowClient(tracking_uri=tracking, registry_uri=tracking)
     name, alias, version = m.groups()
     info["registered_model"] = name
@@ -210,9 +213,9 @@ def _mlflow_info(uri: str, tracking: str) -> dict[str, Any]:
     elif version and version.isdigit():
         mv = client.get_model_version(name, version)
     else:
-        return info
+        return info, uri
     info["version"], info["run_id"] = int(mv.version), mv.run_id
-    return info
+    return info, client.get_model_version_download_uri(name, mv.version)
 
 
 class Predictor:
@@ -310,9 +313,10 @@ class Predictor:
 
         uri = tracking_uri()
         try:
-            info.update(_mlflow_info(str(source), uri))
+            found, artifact_uri = _mlflow_info(str(source), uri)
+            info.update(found)
             with tempfile.TemporaryDirectory(prefix="classemo-model-") as tmp:
-                local = mlflow.artifacts.download_artifacts(artifact_uri=str(source), dst_path=tmp,
+                local = mlflow.artifacts.download_artifacts(artifact_uri=artifact_uri, dst_path=tmp,
                                                             tracking_uri=uri, registry_uri=uri)
                 # Weights are read into memory here, so the download can go when the block ends.
                 model, config = load_checkpoint(find_checkpoint_dir(local), map_location="cpu")

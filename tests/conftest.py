@@ -3,23 +3,21 @@
 from __future__ import annotations
 
 import os
-import socket
+import sys
 from pathlib import Path
 
 import pytest
+
+from helpers import REPO, SHARED, free_port
 
 # Nothing in the tests talks to anything but 127.0.0.1.
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("DO_NOT_TRACK", "1")
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+# jobs/, tune/ and serve/ are Ray entry points run from the working directory, not an installed package.
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
 
 
 @pytest.fixture(scope="session")
@@ -81,3 +79,14 @@ def ray_cluster():
              log_to_driver=False, configure_logging=False)
     yield ray
     ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def tiny_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """7 classes x 6 clips of 4 frames at 32 px, split by subject (train/val/test all non-empty)."""
+    from classemo.data.synth import write_synth_dataset
+
+    root = tmp_path_factory.mktemp("data") / "tiny"
+    manifest = write_synth_dataset(str(root), clips_per_class=6, num_frames=4, image_size=32, seed=0, subjects=12)
+    assert all(manifest.counts[s] > 0 for s in ("train", "val", "test")), manifest.counts
+    return root

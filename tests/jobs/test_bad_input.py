@@ -12,7 +12,7 @@ from classemo.labels import LabelSet
 from classemo.models import create_model
 from classemo.predictor import save_model_checkpoint
 from jobs.train import main
-from conftest import SMOKE, free_port  # tests/jobs/conftest.py
+from helpers import SMOKE, free_port
 
 
 def _run(capsys: pytest.CaptureFixture, *overrides: str) -> str:

@@ -8,7 +8,7 @@ import pytest
 
 from classemo.config import load_config
 from classemo.data.synth import write_synth_dataset
-from conftest import SMOKE  # tests/jobs/conftest.py
+from helpers import SMOKE
 
 pytestmark = [pytest.mark.ray, pytest.mark.s3, pytest.mark.slow]
 
@@ -19,9 +19,7 @@ def two_nodes(s3_endpoint):
     import ray
     from ray.cluster_utils import Cluster
 
-    from conftest import free_port
-
-    # Own agent/metrics ports per node: the defaults clash with other Ray instances on the same machine.
+    from helpers import free_port
     def ports() -> dict:
         return {"dashboard_agent_listen_port": free_port(), "metrics_export_port": free_port()}
 

@@ -11,7 +11,7 @@ from mlflow.tracking import MlflowClient
 
 from classemo.config import load_config
 from classemo.predictor import Predictor
-from conftest import SMOKE  # tests/jobs/conftest.py
+from helpers import SMOKE
 from jobs.train import run_job
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]

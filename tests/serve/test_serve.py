@@ -114,7 +114,7 @@ def repo_on_path():
 
 @pytest.fixture(scope="module")
 def server(repo_on_path, ray_cluster, checkpoints) -> str:
-    from conftest import free_port
+    from helpers import free_port
     from ray import serve
 
     port = free_port()

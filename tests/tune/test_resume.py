@@ -13,18 +13,18 @@ import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 
-from conftest import REPO, TINY_SEARCH  # tests/tune/conftest.py
+from helpers import REPO, TINY_SEARCH
 from tune.tune_loss_weights import PROGRESS_FILE
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
 
-def test_interrupted_search_resumes_without_rerunning_finished_trials(mlflow_uri: str, tune_dataset: Path,
+def test_interrupted_search_resumes_without_rerunning_finished_trials(mlflow_uri: str, tiny_dataset: Path,
                                                                       tmp_path: Path) -> None:
     script = str(REPO / "tune" / "tune_loss_weights.py")
     env = {**os.environ, "MLFLOW_TRACKING_URI": mlflow_uri, "PYTHONPATH": str(REPO)}
     exp = tmp_path / "tune" / "resume"
-    args = [*TINY_SEARCH, f"job.data.root={tune_dataset}", "job.unified.epochs=1", "search.name=resume",
+    args = [*TINY_SEARCH, f"job.data.root={tiny_dataset}", "job.unified.epochs=1", "search.name=resume",
             "search.num_samples=2", "search.max_concurrent_trials=1", f"search.storage_path={tmp_path / 'tune'}",
             "job.run.ray_num_cpus=4"]
     proc = subprocess.Popen([sys.executable, script, *args], env=env, cwd=tmp_path, text=True,

@@ -8,17 +8,17 @@ import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 
-from conftest import TINY_SEARCH  # tests/tune/conftest.py
+from helpers import TINY_SEARCH
 from tune.tune_loss_weights import SEARCH_TAG, load_tune_config, run_search
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
 
-def test_three_trial_search_asha_mlflow_and_registry(ray_cluster, mlflow_uri: str, tune_dataset: Path,
+def test_three_trial_search_asha_mlflow_and_registry(ray_cluster, mlflow_uri: str, tiny_dataset: Path,
                                                      tmp_path: Path) -> None:
     # One trial at a time, 3 epochs, rungs at 1 and 2 keeping the top 1/4: with eta spanning three decades the
     # later trials meet a recorded rung and the weaker ones stop there.
-    tc = load_tune_config(None, [*TINY_SEARCH, f"job.data.root={tune_dataset}", "job.unified.epochs=3",
+    tc = load_tune_config(None, [*TINY_SEARCH, f"job.data.root={tiny_dataset}", "job.unified.epochs=3",
                                  "search.name=t3", "search.num_samples=3", "search.max_concurrent_trials=1",
                                  "search.grace_period=1", "search.reduction_factor=4", "search.eta1=[0.01, 10]",
                                  "search.eta2=[0.01, 10]", f"search.storage_path={tmp_path / 'tune'}"])

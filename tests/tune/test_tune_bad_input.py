@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO  # tests/tune/conftest.py
+from helpers import REPO
 from tune.tune_loss_weights import SearchError, load_tune_config, param_space
 
 
