@@ -7,6 +7,12 @@ from __future__ import annotations
 
 import typer
 
+from classemo.data.convert import convert_app, info_cmd
+from classemo.data.synth import synth_command
+from classemo.data.synth_classroom import synth_classroom_command
+from classemo.evaluate import evaluate_command
+from classemo.video import analyze_command
+
 app = typer.Typer(help="classemo: classroom facial-emotion analytics.", no_args_is_help=True, add_completion=False)
 data_app = typer.Typer(help="Create, convert and inspect frame-sequence datasets.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
@@ -20,22 +26,13 @@ def version() -> None:
     typer.echo(__version__)
 
 
-# Command registrations (one line per command; the functions carry their own typer options).
-from classemo.video import analyze_command  # noqa: E402
-
+# Each command's function carries its own typer options; heavy imports stay inside the functions.
 app.command("analyze")(analyze_command)
-from classemo.data.convert import convert_app, info_cmd  # noqa: E402
-
+app.command("evaluate")(evaluate_command)
 data_app.add_typer(convert_app, name="convert")
 data_app.command("info")(info_cmd)
-from classemo.data.synth import synth_command  # noqa: E402
-from classemo.data.synth_classroom import synth_classroom_command  # noqa: E402
-
 data_app.command("synth")(synth_command)
 data_app.command("synth-classroom")(synth_classroom_command)
-from classemo.evaluate import evaluate_command  # noqa: E402
-
-app.command("evaluate")(evaluate_command)
 
 
 if __name__ == "__main__":
