@@ -51,8 +51,15 @@ class ClassemoPyfunc(mlflow.pyfunc.PythonModel):
 
 
 def _as_bytes(frame: bytes | str) -> bytes:
-    # MLflow's JSON serving format carries binary columns as base64 strings.
-    return base64.b64decode(frame) if isinstance(frame, str) else bytes(frame)
+    # MLflow's JSON serving format carries binary columns as base64 text, which its schema enforcement may hand over
+    # as str or as the base64 text's bytes; raw PNG/JPEG bytes start with their magic numbers instead.
+    data = frame.encode() if isinstance(frame, str) else bytes(frame)
+    if data.startswith((b"\x89PNG", b"\xff\xd8")):
+        return data
+    try:
+        return base64.b64decode(data, validate=True)
+    except ValueError:
+        return data  # not base64 either: decode_image names the problem
 
 
 def log_model(checkpoint_dir: str | Path, example_frames: Sequence[bytes], *, name: str = "model") -> Any:

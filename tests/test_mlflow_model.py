@@ -1,0 +1,24 @@
+"""The pyfunc's frame decoding accepts what MLflow hands it: raw bytes, base64 text or base64 text as bytes."""
+
+import base64
+
+import cv2
+import numpy as np
+import pytest
+
+from classemo.data.transforms import ImageDecodeError, decode_image
+from classemo.mlflow_model import _as_bytes
+
+
+@pytest.mark.parametrize("ext", [".png", ".jpg"])
+def test_frames_arrive_raw_or_base64(ext: str) -> None:
+    encoded = cv2.imencode(ext, np.full((16, 16, 3), 128, np.uint8))[1].tobytes()
+    text = base64.b64encode(encoded)
+    for form in (encoded, text, text.decode()):
+        assert _as_bytes(form) == encoded
+    assert decode_image(_as_bytes(text)).shape == (16, 16, 3)
+
+
+def test_junk_is_left_for_the_decoder_to_name() -> None:
+    with pytest.raises(ImageDecodeError, match="not a decodable"):
+        decode_image(_as_bytes(b"not an image at all!"))
