@@ -20,6 +20,22 @@ from torch import Tensor
 Critic = Callable[[Tensor], tuple[Tensor, Tensor]]  # x -> (src (N, 1, h, w), cls (N, C))
 
 
+def interpolate(real: Tensor, fake: Tensor, alpha: Tensor | None = None) -> Tensor:
+    """x^ = alpha * real + (1 - alpha) * fake, detached from both and requiring grad (the GP's input)."""
+    if alpha is None:
+        alpha = torch.rand(real.shape[0], device=real.device, dtype=real.dtype)
+    a = alpha.view(-1, 1, 1, 1)
+    return (a * real.detach() + (1 - a) * fake.detach()).requires_grad_(True)
+
+
+def penalty_of(src_hat: Tensor, x_hat: Tensor) -> Tensor:
+    """E[(||grad_x^ D_src(x^)||_2 - 1)^2] from the critic's map `src_hat` of `x_hat`, keeping the graph."""
+    # The critic score of a sample is the mean over its patches, as in the adversarial terms.
+    score = src_hat.flatten(1).mean(dim=1)  # (N,)
+    (grad,) = torch.autograd.grad(score.sum(), x_hat, create_graph=True)
+    return ((grad.flatten(1).norm(2, dim=1) - 1.0) ** 2).mean()
+
+
 def gradient_penalty(critic: Critic, real: Tensor, fake: Tensor, alpha: Tensor | None = None) -> Tensor:
     """WGAN-GP term E[(||grad_x^ D_src(x^)||_2 - 1)^2] on x^ = alpha * real + (1 - alpha) * fake.
 
@@ -29,15 +45,9 @@ def gradient_penalty(critic: Critic, real: Tensor, fake: Tensor, alpha: Tensor |
         fake: Generated images of the same shape (detached from G).
         alpha: Interpolation weights `(N,)`; uniform random per sample when None.
     """
-    if alpha is None:
-        alpha = torch.rand(real.shape[0], device=real.device, dtype=real.dtype)
-    a = alpha.view(-1, 1, 1, 1)
-    x_hat = (a * real.detach() + (1 - a) * fake.detach()).requires_grad_(True)
+    x_hat = interpolate(real, fake, alpha)
     src, _ = critic(x_hat)
-    # The critic score of a sample is the mean over its patches, as in the adversarial terms.
-    score = src.flatten(1).mean(dim=1)  # (N,)
-    (grad,) = torch.autograd.grad(score.sum(), x_hat, create_graph=True)
-    return ((grad.flatten(1).norm(2, dim=1) - 1.0) ** 2).mean()
+    return penalty_of(src, x_hat)
 
 
 def discriminator_loss(critic: Critic, real: Tensor, fake: Tensor, labels: Tensor, *, lambda_cls: float = 1.0,
@@ -55,12 +65,17 @@ def discriminator_loss(critic: Critic, real: Tensor, fake: Tensor, labels: Tenso
     Returns:
         `total`, `adv_real` (-E D_src(x)), `adv_fake` (E D_src(G(x, c))), `cls`, `gp` (all scalars).
     """
-    src_real, cls_real = critic(real)
-    src_fake, _ = critic(fake.detach())
+    n = real.shape[0]
+    x_hat = interpolate(real, fake)
+    # One critic pass over [real; fake; x^]: under DDP every forward before a backward syncs buffers and arms the
+    # reducer, so three passes would triple that; the PatchGAN has no batch statistics, so the result is the same.
+    src, cls_all = critic(torch.cat([real, fake.detach(), x_hat]))
+    src_real, src_fake, src_hat = src[:n], src[n:2 * n], src[2 * n:]
+    cls_real = cls_all[:n]
     adv_real = -src_real.mean()
     adv_fake = src_fake.mean()
     cls = F.cross_entropy(cls_real, labels.long())
-    gp = gradient_penalty(critic, real, fake)
+    gp = penalty_of(src_hat, x_hat)
     total = adv_real + adv_fake + lambda_cls * cls + lambda_gp * gp
     return {"total": total, "adv_real": adv_real, "adv_fake": adv_fake, "cls": cls, "gp": gp}
 

@@ -109,6 +109,27 @@ def test_gradient_penalty_matches_hand_computation_quadratic() -> None:
     assert critic.w.grad is not None and critic.w.grad.abs().sum() > 0
 
 
+def test_discriminator_loss_runs_the_critic_once_and_matches_separate_passes() -> None:
+    torch.manual_seed(0)
+    model = create_model("stargan_tiny", num_domains=3, image_size=32)
+    D = model.discriminator
+    calls = []
+    D.register_forward_hook(lambda *_: calls.append(1))
+    real, fake, labels = torch.rand(4, 3, 32, 32) * 2 - 1, torch.rand(4, 3, 32, 32) * 2 - 1, torch.tensor([0, 1, 2, 0])
+    torch.manual_seed(1)
+    terms = discriminator_loss(D, real, fake, labels)
+    assert len(calls) == 1  # one forward before the backward, as DDP expects
+    # The same terms from three separate passes, with the same interpolation weights.
+    torch.manual_seed(1)
+    alpha = torch.rand(4)
+    src_real, cls_real = D(real)
+    src_fake, _ = D(fake)
+    torch.testing.assert_close(terms["adv_real"], -src_real.mean())
+    torch.testing.assert_close(terms["adv_fake"], src_fake.mean())
+    torch.testing.assert_close(terms["cls"], nn.functional.cross_entropy(cls_real, labels))
+    torch.testing.assert_close(terms["gp"], gradient_penalty(D, real, fake, alpha=alpha), rtol=1e-4, atol=1e-5)
+
+
 def test_stargan_step_updates_d_every_step_and_g_every_n_critic() -> None:
     gan = _build("stargan_tiny")
     cfg = StarGANTrainConfig(n_critic=2)
