@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import os
+import socket
 import sys
 import tempfile
 import time
@@ -78,8 +79,17 @@ def ensure_dataset(cfg: JobConfig) -> Any:
         raise JobError(str(e)) from None
 
 
-def init_ray(cfg: JobConfig) -> None:
-    """Join the configured cluster (or RAY_ADDRESS / the job's cluster), else start a local Ray."""
+def init_ray(cfg: JobConfig, *, state_api: bool = False) -> None:
+    """Join the configured cluster (or RAY_ADDRESS / the job's cluster), else start a local Ray.
+
+    Args:
+        cfg: The job config (`run.ray_address`, `run.ray_num_cpus`).
+        state_api: Start the local Ray with its dashboard, which serves the state API, and point every worker at
+            it. Ray Train's PlacementGroupCleaner asks the state API whether a trainer's controller died; a Tune
+            trial stopped early kills its controller, so without the state API the trial's worker placement group
+            is never removed. The address is pinned because with several Ray instances on one machine the
+            cleaner would otherwise guess one, and it guesses the most recently started.
+    """
     import ray
 
     if ray.is_initialized():
@@ -91,8 +101,16 @@ def init_ray(cfg: JobConfig) -> None:
     # More logical CPUs than cores: workers take fractions and Ray Data's decode tasks need whole slots.
     num_cpus = cfg.run.ray_num_cpus or max(4, 2 * (os.cpu_count() or 1))
     root = str(Path(__file__).resolve().parents[1])
-    ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, configure_logging=False,
-             runtime_env={"env_vars": {"PYTHONPATH": root}})
+    env_vars = {"PYTHONPATH": root}
+    dashboard: dict[str, Any] = {}
+    if state_api:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        dashboard = {"dashboard_host": "127.0.0.1", "dashboard_port": port}
+        env_vars["RAY_API_SERVER_ADDRESS"] = f"http://127.0.0.1:{port}"
+    ray.init(address="local", num_cpus=num_cpus, include_dashboard=state_api, configure_logging=False,
+             runtime_env={"env_vars": env_vars}, **dashboard)
 
 
 def quiet_data() -> None:
