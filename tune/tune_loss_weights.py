@@ -38,6 +38,7 @@ METRIC_ALIASES = {"uar": "val_uar", "accuracy": "val_accuracy", "acc": "val_accu
 SEARCH_FILE = "classemo_search.json"  # search config + MLflow parent run id, beside Tune's experiment state
 PROGRESS_FILE = "completed_trials.txt"  # one finished trial id per line (written as trials end)
 SEARCH_TAG = "classemo.search"
+STATE_API_TIMEOUT_S = 20  # a worker's first state API call answers in a second or two (plus the worker's start)
 
 
 class SearchError(ValueError):
@@ -300,6 +301,24 @@ def _progress_callback(path: Path) -> Any:
     return _Progress()
 
 
+def _asha(*, max_t: int, grace_period: int, reduction_factor: float) -> Any:
+    """ASHA over epochs that never stops a trial at its last epoch, where the trial ends by itself anyway.
+
+    Tune stops a trial by killing its actor, so a trial stopped at max_t (ASHA's default, and also its top rung
+    when a rung falls on max_t) lost its driver before `run_trial` saved the trial's model and final metrics.
+    The rung still records the trial's value for the trials after it.
+    """
+    from ray.tune.schedulers import ASHAScheduler, TrialScheduler
+
+    class _LetLastEpochFinish(ASHAScheduler):
+        def on_trial_result(self, tune_controller: Any, trial: Any, result: dict) -> str:
+            action = super().on_trial_result(tune_controller, trial, result)
+            return TrialScheduler.CONTINUE if result.get("training_iteration", 0) >= max_t else action
+
+    return _LetLastEpochFinish(time_attr="training_iteration", max_t=max_t, grace_period=grace_period,
+                               reduction_factor=reduction_factor)
+
+
 def _trainable(tc: TuneJobConfig, parent_run_id: str, exp_dir: str) -> Any:
     import ray.cloudpickle
     from ray import tune
@@ -315,6 +334,46 @@ def _trainable(tc: TuneJobConfig, parent_run_id: str, exp_dir: str) -> Any:
                               parent_run_id=parent_run_id, models_dir=str(Path(exp_dir) / "models"),
                               metric=tc.search.metric)
     return tune.with_resources(fn, {"CPU": tc.search.trial_cpus})
+
+
+def check_state_api() -> None:
+    """Fail before any trial starts if the cluster's workers cannot reach Ray's state API.
+
+    ASHA stops a trial by killing its actor, and with it the trial's TorchTrainer controller. The controller's
+    worker placement group outlives it (a placement group lives as long as the job that created it), and only
+    Ray Train's PlacementGroupCleaner removes it, once the state API says the controller is dead. Without the
+    state API (Ray started without its dashboard), or at a wrong address (several Ray instances on one machine),
+    every stopped trial keeps its workers' CPUs until the search ends, and later trials starve. The probe runs
+    in a worker, so it finds the state API the way the cleaner does.
+
+    Raises:
+        SearchError: The state API is not reachable from inside the cluster; the message says how to fix it.
+    """
+    import ray
+
+    @ray.remote(num_cpus=0)
+    def probe() -> str:
+        from ray.util.state import list_nodes
+
+        try:
+            list_nodes(limit=1, timeout=10)
+        except Exception as e:  # what the cleaner would hit: ConnectionError, ServerUnavailable, ValueError
+            return f"{type(e).__name__}: {e}"
+        return ""
+
+    ref = probe.remote()
+    try:
+        error = ray.get(ref, timeout=STATE_API_TIMEOUT_S)
+    except ray.exceptions.GetTimeoutError:  # e.g. no address to find: Ray's own resolution retries for ~40 s
+        ray.cancel(ref, force=True)
+        error = f"no answer in {STATE_API_TIMEOUT_S} s"
+    if error:
+        raise SearchError(
+            "Ray's state API is not reachable from the cluster's workers, so Ray Train could not free the CPUs of "
+            "trials that ASHA stops and later trials would hang. Leave job.run.ray_address and RAY_ADDRESS empty "
+            "to let this command start a local Ray that has it, or start the cluster with its dashboard (and, "
+            "with several Ray instances on one machine, set RAY_API_SERVER_ADDRESS=http://<host>:<dashboard "
+            f"port> in its workers' environment). The probe said: {error[:500]}")
 
 
 def _storage(tc: TuneJobConfig) -> str:
@@ -337,7 +396,6 @@ def run_search(tc: TuneJobConfig, *, resume: str = "", stopper: Any = None) -> d
     """
     import mlflow
     from ray import tune
-    from ray.tune.schedulers import ASHAScheduler
     from ray.tune.search.optuna import OptunaSearch
     import optuna
 
@@ -357,7 +415,8 @@ def run_search(tc: TuneJobConfig, *, resume: str = "", stopper: Any = None) -> d
         if (exp_dir / SEARCH_FILE).exists():
             raise SearchError(f"a search named {tc.search.name!r} already exists at {exp_dir}: resume it with "
                               f"--resume {exp_dir}, or choose another search.name")
-    job_train.init_ray(job)
+    job_train.init_ray(job, state_api=True)
+    check_state_api()
     job_train.quiet_data()
     import ray
 
@@ -385,9 +444,8 @@ def run_search(tc: TuneJobConfig, *, resume: str = "", stopper: Any = None) -> d
             param_space=param_space(s),
             tune_config=tune.TuneConfig(
                 search_alg=OptunaSearch(sampler=optuna.samplers.TPESampler(seed=s.seed)),
-                scheduler=ASHAScheduler(time_attr="training_iteration", max_t=job.unified.epochs,
-                                        grace_period=min(s.grace_period, job.unified.epochs),
-                                        reduction_factor=s.reduction_factor),
+                scheduler=_asha(max_t=job.unified.epochs, grace_period=min(s.grace_period, job.unified.epochs),
+                                reduction_factor=s.reduction_factor),
                 metric=s.metric, mode="max", num_samples=s.num_samples,
                 max_concurrent_trials=concurrent_trials(s, job, cpus),
             ),
@@ -545,6 +603,9 @@ def summarize(tc: TuneJobConfig, results: Any, exp_dir: Path, parent_run_id: str
             mlflow.set_tags({"registered_version": promo.version, "champion_moved": str(promo.promoted)})
         out["registered_version"] = promo.version
         out["promotion"] = promo
+    elif s.register_best:  # say so: a silently missing registration hid a trial killed before it saved its model
+        print(f"classemo tune: warning: best trial {best['trial_id']} not registered: "
+              f"{'no MLflow child run' if best_run is None else f'no saved model at {model_dir}'}", file=sys.stderr)
     return out
 
 
