@@ -10,6 +10,13 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
 SMOKE = REPO / "configs" / "train_smoke.yaml"
 
+# Small enough for a 3-trial search in about a minute on 2 cores; every trial sees the same data.
+TINY_SEARCH = [
+    "job.data.num_frames=4", "job.data.image_size=32", "job.data.batch_size=8", "job.data.augment=false",
+    "job.unified.warmup_epochs=0", "job.scaling.num_workers=1", "job.scaling.cpus_per_worker=1.0",
+    "search.trial_cpus=0.1",
+]
+
 
 def free_port() -> int:
     with socket.socket() as s:
