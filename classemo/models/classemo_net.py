@@ -55,6 +55,7 @@ class ClassEmoNet(nn.Module):
         mean: tuple[float, float, float] = DEFAULT_MEAN,
         std: tuple[float, float, float] = DEFAULT_STD,
         vit_weights: str | None = None,
+        stem: str = "patch",
     ) -> None:
         """Build the network.
 
@@ -81,6 +82,7 @@ class ClassEmoNet(nn.Module):
             mean: per-channel input mean, carried in `default_cfg`.
             std: per-channel input std, carried in `default_cfg`.
             vit_weights: optional local file of timm ViT weights for the backbone.
+            stem: ViT patch embedding, "patch" (patchify) or "conv" (convolutional stem; see models/vit.py).
         """
         super().__init__()
         if num_classes < 1:
@@ -102,6 +104,7 @@ class ClassEmoNet(nn.Module):
         self.backbone = ViTBackbone(
             num_classes=num_classes, image_size=image_size, patch_size=patch_size, embed_dim=embed_dim,
             depth=depth, num_heads=num_heads, mlp_ratio=mlp_ratio, drop_path_rate=drop_path_rate, weights=vit_weights,
+            stem=stem,
         )
         self.residual_attention = (
             ResidualAttention(embed_dim, depth=residual_attention_depth) if use_residual_attention else None
@@ -311,27 +314,32 @@ def _create(name: str, model_args: dict[str, Any], kwargs: dict[str, Any]) -> Cl
 
 @register_model
 def classemo_tiny(**kwargs: Any) -> ClassEmoNet:
-    """CPU preset: 64 px, patch 8 (8x8 tokens), width 96, depth 4, K=8, 8 frames; trains in minutes on 2 cores."""
+    """CPU preset: 64 px, conv stem to 8x8 tokens, width 96, depth 4, K=8, 8 frames; trains in minutes on 2 cores."""
     model_args = dict(
         image_size=64, patch_size=8, num_frames=8, embed_dim=96, depth=4, num_heads=4, num_clusters=8,
-        residual_attention_depth=1, fusion_depth=1, temporal_depth=2, temporal_heads=4,
+        residual_attention_depth=1, fusion_depth=1, temporal_depth=2, temporal_heads=4, stem="conv",
     )
     return _create("classemo_tiny", model_args, kwargs)
 
 
 @register_model
 def classemo_small(**kwargs: Any) -> ClassEmoNet:
-    """Small preset: 112 px, patch 16 (7x7 tokens), width 192, depth 6, K=16, 8 frames."""
+    """Small preset: 112 px, conv stem to 7x7 tokens, width 192, depth 6, K=16, 8 frames."""
     model_args = dict(
         image_size=112, patch_size=16, num_frames=8, embed_dim=192, depth=6, num_heads=4, num_clusters=16,
         residual_attention_depth=1, fusion_depth=1, temporal_depth=2, temporal_heads=4, drop_path_rate=0.05,
+        stem="conv",
     )
     return _create("classemo_small", model_args, kwargs)
 
 
 @register_model
 def classemo_base(**kwargs: Any) -> ClassEmoNet:
-    """GPU preset: 224 px, patch 16 (14x14 tokens), ViT-S width 384, depth 12, K=32, 16 frames."""
+    """GPU preset: 224 px, patch 16 (14x14 tokens), ViT-S width 384, depth 12, K=32, 16 frames.
+
+    It keeps the patchify stem so that local ViT-S weights load (`vit_weights=`); without them, pass
+    `stem="conv"`: from scratch the patchify ViT does not generalise on small data (docs/model.md, "Stem").
+    """
     model_args = dict(
         image_size=224, patch_size=16, num_frames=16, embed_dim=384, depth=12, num_heads=6, num_clusters=32,
         residual_attention_depth=2, fusion_depth=2, temporal_depth=4, temporal_heads=6, drop_rate=0.1,

@@ -2,11 +2,18 @@
 
 A timm `VisionTransformer` turns each face crop into patch tokens and a CLS feature; the CLS feature has its own
 classification head, whose cross-entropy is the paper's M_B.
+
+The patch embedding is either ViT's own patchify (one strided conv, `stem="patch"`) or a small CNN whose feature map
+becomes the token grid (`stem="conv"`: the "hybrid" ViT of Dosovitskiy et al. 2021, Section 3.1). Trained from
+scratch on a few hundred faces, as every run here must be (no pretrained weights can be fetched), the patchify ViT
+stays at chance on held-out people; the hybrid stem gives it the locality prior it lacks (docs/model.md, "Stem").
 """
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
+from typing import Literal
 
 import torch
 from timm.layers import resample_abs_pos_embed
@@ -29,6 +36,7 @@ class ViTBackbone(nn.Module):
         mlp_ratio: float = 4.0,
         drop_path_rate: float = 0.0,
         weights: str | None = None,
+        stem: Literal["patch", "conv"] = "patch",
     ) -> None:
         """Build the backbone.
 
@@ -43,6 +51,8 @@ class ViTBackbone(nn.Module):
             drop_path_rate: stochastic depth rate.
             weights: optional local file with a timm ViT state dict (no downloads: pretrained weights are
                 only ever read from disk).
+            stem: "patch" (ViT's patchify conv) or "conv" (a small CNN, `ConvStem`, with the same token grid). A
+                weights file only fits the "patch" stem.
         """
         super().__init__()
         if image_size % patch_size:
@@ -59,10 +69,16 @@ class ViTBackbone(nn.Module):
             drop_path_rate=drop_path_rate,
             global_pool="token",
         )
+        if stem == "conv":
+            self.vit.patch_embed.proj = ConvStem(patch_size, embed_dim)
+        elif stem != "patch":
+            raise ValueError(f"stem must be 'patch' or 'conv', got {stem!r}")
         self.head = nn.Linear(embed_dim, num_classes)
         self.grid_size: tuple[int, int] = tuple(self.vit.patch_embed.grid_size)
         self.embed_dim = embed_dim
         if weights is not None:
+            if stem != "patch":
+                raise ValueError("ViT weights files fit the 'patch' stem only; build the backbone with stem='patch'")
             load_vit_weights(self.vit, weights)
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -77,6 +93,26 @@ class ViTBackbone(nn.Module):
         x = self.vit.forward_features(images)  # (N, prefix + L, E)
         prefix = self.vit.num_prefix_tokens
         return x[:, prefix:], x[:, 0]
+
+
+class ConvStem(nn.Sequential):
+    """Hybrid-ViT patch embedding: log2(patch) stages of 3x3 conv-BN-ReLU + 2x2 max-pool, then a 1x1 conv to E."""
+
+    def __init__(self, patch_size: int, embed_dim: int) -> None:
+        steps = math.log2(patch_size)
+        if patch_size < 2 or steps != int(steps):
+            raise ValueError(f"the conv stem needs a power-of-two patch_size >= 2, got {patch_size}")
+        layers: list[nn.Module] = []
+        channels = 3
+        for i in range(int(steps)):
+            # 32, 64, 128, ... capped at embed_dim: a small CNN's widths. Full-resolution 3x3 convs before each
+            # pool are what let it learn local cues (lip corners, brows); strided 3x3 convs alone did not.
+            out = min(32 * 2 ** i, max(embed_dim, 32))
+            layers += [nn.Conv2d(channels, out, 3, padding=1, bias=False), nn.BatchNorm2d(out), nn.ReLU(inplace=True),
+                       nn.MaxPool2d(2)]
+            channels = out
+        layers.append(nn.Conv2d(channels, embed_dim, 1))
+        super().__init__(*layers)  # (N, 3, S, S) -> (N, E, S / patch, S / patch)
 
 
 def load_vit_weights(vit: VisionTransformer, path: str | Path) -> None:

@@ -133,7 +133,7 @@ def test_masked_mean_ignores_padding() -> None:
     assert masked_mean(x, torch.tensor([[True, True, False]])).item() == pytest.approx(2.0)
 
 
-def _tiny_vit(**kwargs: int) -> ViTBackbone:
+def _tiny_vit(**kwargs: object) -> ViTBackbone:
     args = dict(num_classes=3, image_size=16, patch_size=8, embed_dim=16, depth=1, num_heads=2)
     return ViTBackbone(**dict(args, **kwargs))
 
@@ -177,3 +177,28 @@ def test_vit_weights_mismatch_is_a_clear_error(tmp_path) -> None:
 def test_vit_rejects_image_size_not_multiple_of_patch() -> None:
     with pytest.raises(ValueError, match="not a multiple of patch_size"):
         _tiny_vit(image_size=20)
+
+
+@pytest.mark.parametrize("patch_size", [2, 4, 8])
+def test_conv_stem_keeps_the_token_grid_and_learns_from_every_layer(patch_size: int) -> None:
+    patch = _tiny_vit(patch_size=patch_size, stem="patch").eval()
+    conv = _tiny_vit(patch_size=patch_size, stem="conv").eval()
+    x = torch.randn(2, 3, 16, 16)
+    tokens_p, _ = patch(x)
+    tokens_c, cls = conv(x)
+    assert tokens_c.shape == tokens_p.shape and conv.grid_size == patch.grid_size
+    conv.train()
+    conv.head(conv(x)[1]).sum().backward()
+    stem_params = list(conv.vit.patch_embed.proj.parameters())
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in stem_params)
+
+
+def test_conv_stem_rejects_weights_and_odd_patches(tmp_path) -> None:
+    path = tmp_path / "vit.pth"
+    torch.save(_tiny_vit().vit.state_dict(), path)
+    with pytest.raises(ValueError, match="fit the 'patch' stem only"):
+        _tiny_vit(stem="conv", weights=str(path))
+    with pytest.raises(ValueError, match="power-of-two patch_size"):
+        _tiny_vit(image_size=18, patch_size=6, stem="conv")
+    with pytest.raises(ValueError, match="stem must be"):
+        _tiny_vit(stem="cnn")
