@@ -57,7 +57,8 @@ def _as_bytes(frame: bytes | str) -> bytes:
     if data.startswith((b"\x89PNG", b"\xff\xd8")):
         return data
     try:
-        return base64.b64decode(data, validate=True)
+        # Some encoders (base64.encodebytes, MIME) wrap the text every 76 characters; the line breaks are not data.
+        return base64.b64decode(b"".join(data.split()), validate=True)
     except ValueError:
         return data  # not base64 either: decode_image names the problem
 
