@@ -35,7 +35,7 @@ class DataConfig:
     synth_seed: int = 0
     num_frames: int = 4  # frames per clip the model sees (longer clips are subsampled, shorter padded)
     image_size: int = 48  # model input side; frames are resized to it
-    batch_size: int = 16  # per worker
+    batch_size: int = 8  # per worker (2 workers: 16 clips per optimiser step)
     augment: bool = True  # ClipAugment on training clips
     map_batch_size: int = 32  # rows per Ray Data map_batches call (decode + augment)
     prefetch_batches: int = 2  # batches Ray Data prepares ahead of the training loop
@@ -56,6 +56,10 @@ class StarGANConfig:
     lambda_cls: float = 1.0  # domain-classification loss weight
     lambda_rec: float = 10.0  # cycle-reconstruction loss weight
     lambda_gp: float = 10.0  # gradient-penalty weight
+    # Quality gate: stage 2 uses the generator for M_H only if D recognises the target expression in at least this
+    # fraction of its validation translations (chance is 1 / num_labels). A generator below it would feed M_H
+    # faces labelled with expressions they do not show.
+    min_domain_acc: float = 0.5
 
 
 @dataclass

@@ -72,14 +72,15 @@ def ensure_dataset(cfg: JobConfig) -> Any:
 
         print(f"[classemo] generating the synthetic sample dataset at {d.root}", flush=True)
         write_synth_dataset(d.root, clips_per_class=d.synth_clips_per_class, num_frames=d.synth_num_frames,
-                            image_size=d.synth_image_size, seed=d.synth_seed, reuse=True)
+                            image_size=d.synth_image_size, seed=d.synth_seed, subjects=d.synth_subjects,
+                            reuse=True)
     try:
         return inspect_dataset(d.root)
     except DatasetError as e:
         raise JobError(str(e)) from None
 
 
-def init_ray(cfg: JobConfig, *, state_api: bool = False) -> None:
+def init_ray(cfg: JobConfig, *, state_api: bool = True) -> None:
     """Join the configured cluster (or RAY_ADDRESS / the job's cluster), else start a local Ray.
 
     Args:
@@ -88,7 +89,9 @@ def init_ray(cfg: JobConfig, *, state_api: bool = False) -> None:
             it. Ray Train's PlacementGroupCleaner asks the state API whether a trainer's controller died; a Tune
             trial stopped early kills its controller, so without the state API the trial's worker placement group
             is never removed. The address is pinned because with several Ray instances on one machine the
-            cleaner would otherwise guess one, and it guesses the most recently started.
+            cleaner would otherwise guess one, and it guesses the most recently started. On by default: the
+            cleaner polls the state API in every run and floods the log with warnings when it is missing, and
+            the dashboard (http://127.0.0.1:<port>, printed) is where a user watches the run.
     """
     import ray
 
@@ -109,8 +112,10 @@ def init_ray(cfg: JobConfig, *, state_api: bool = False) -> None:
             port = s.getsockname()[1]
         dashboard = {"dashboard_host": "127.0.0.1", "dashboard_port": port}
         env_vars["RAY_API_SERVER_ADDRESS"] = f"http://127.0.0.1:{port}"
-    ray.init(address="local", num_cpus=num_cpus, include_dashboard=state_api, configure_logging=False,
-             runtime_env={"env_vars": env_vars}, **dashboard)
+    ctx = ray.init(address="local", num_cpus=num_cpus, include_dashboard=state_api, configure_logging=False,
+                   runtime_env={"env_vars": env_vars}, **dashboard)
+    if state_api and ctx.dashboard_url:
+        print(f"[classemo] Ray dashboard: http://{ctx.dashboard_url}", flush=True)
 
 
 def quiet_data() -> None:
@@ -358,6 +363,21 @@ def finish_unified(cfg: JobConfig, info: Any, stage: StageResult) -> dict[str, A
     return out
 
 
+def gate_generator(cfg: JobConfig, stage: StageResult) -> str:
+    """The stage-1 generator for M_H, or "" when D does not recognise its translations often enough."""
+    import mlflow
+
+    acc = float(stage.metrics.get("val_domain_acc", float("nan")))
+    used = acc >= cfg.stargan.min_domain_acc
+    mlflow.set_tags({"stargan_domain_acc": f"{acc:.3f}", "stargan_used_for_m_h": str(used)})
+    if not used:
+        print(f"[classemo] warning: StarGAN's translations are recognised as their target expression in only "
+              f"{acc:.0%} of validation cases (stargan.min_domain_acc = {cfg.stargan.min_domain_acc:.0%}); "
+              f"M_H uses the real peak frames only. Train StarGAN longer (stargan.epochs) to use it.", flush=True)
+        return ""
+    return stage.checkpoint_dir
+
+
 def run_job(cfg: JobConfig) -> dict[str, Any]:
     """The whole job: dataset, MLflow parent run, stage 1 (StarGAN), stage 2 (unified), evaluation."""
     import mlflow
@@ -379,7 +399,7 @@ def run_job(cfg: JobConfig) -> dict[str, Any]:
         generator_dir = cfg.stargan.checkpoint
         if cfg.stargan.enabled:
             out["stargan"] = run_stargan(cfg, info, parent_run_id=parent.info.run_id)
-            generator_dir = out["stargan"].checkpoint_dir
+            generator_dir = gate_generator(cfg, out["stargan"])
         if cfg.unified.enabled:
             out["unified"] = run_training(cfg, info, generator_dir=generator_dir, parent_run_id=parent.info.run_id)
             out.update(finish_unified(cfg, info, out["unified"]))

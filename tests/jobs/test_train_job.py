@@ -23,7 +23,8 @@ def _cfg(tmp_path: Path, root: Path, *overrides: str):
 
 def test_both_stages_ddp_mlflow_registry_and_champion(ray_cluster, mlflow_uri: str, tiny_dataset: Path,
                                                       tmp_path: Path) -> None:
-    out = run_job(_cfg(tmp_path, tiny_dataset))
+    # Gate open: a 1-epoch StarGAN is far from good, but this run must exercise the M_H augmentation under DDP.
+    out = run_job(_cfg(tmp_path, tiny_dataset, "stargan.min_domain_acc=0"))
 
     gen = Path(out["stargan"].checkpoint_dir)
     assert json.loads((gen / "config.json").read_text())["kind"] == "stargan"
@@ -34,6 +35,7 @@ def test_both_stages_ddp_mlflow_registry_and_champion(ray_cluster, mlflow_uri: s
 
     client = MlflowClient(mlflow_uri)
     parent = client.get_run(out["parent_run_id"])
+    assert parent.data.tags["stargan_used_for_m_h"] == "True"
     children = client.search_runs([parent.info.experiment_id],
                                   filter_string=f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
     by_stage = {r.data.tags["classemo.stage"]: r for r in children}
@@ -69,3 +71,14 @@ def test_worker_failure_resumes_from_last_checkpoint(ray_cluster, mlflow_uri: st
     client = MlflowClient(mlflow_uri)
     steps = [m.step for m in client.get_metric_history(out["unified"].run_id, "train_loss")]
     assert steps == [0, 1]  # no epoch was logged twice: training did not restart from zero
+
+
+def test_a_weak_generator_is_kept_out_of_m_h(mlflow_uri: str, capsys: pytest.CaptureFixture) -> None:
+    from jobs.train import StageResult, gate_generator
+
+    cfg = load_config(SMOKE, ["stargan.min_domain_acc=0.5"])
+    with mlflow.start_run() as run:
+        assert gate_generator(cfg, StageResult("/ckpt/generator", {"val_domain_acc": 0.6})) == "/ckpt/generator"
+        assert gate_generator(cfg, StageResult("/ckpt/generator", {"val_domain_acc": 0.2})) == ""
+    assert "recognised as their target expression in only 20%" in capsys.readouterr().out
+    assert MlflowClient(mlflow_uri).get_run(run.info.run_id).data.tags["stargan_used_for_m_h"] == "False"
