@@ -363,13 +363,18 @@ def finish_unified(cfg: JobConfig, info: Any, stage: StageResult) -> dict[str, A
     return out
 
 
-def gate_generator(cfg: JobConfig, stage: StageResult) -> str:
-    """The stage-1 generator for M_H, or "" when D does not recognise its translations often enough."""
-    import mlflow
+def gate_generator(cfg: JobConfig, stage: StageResult, parent_run_id: str) -> str:
+    """The stage-1 generator for M_H, or "" when D does not recognise its translations often enough.
+
+    The decision is tagged on the job's parent run (`stargan_used_for_m_h`, `stargan_domain_acc`).
+    """
+    from mlflow.tracking import MlflowClient
 
     acc = float(stage.metrics.get("val_domain_acc", float("nan")))
     used = acc >= cfg.stargan.min_domain_acc
-    mlflow.set_tags({"stargan_domain_acc": f"{acc:.3f}", "stargan_used_for_m_h": str(used)})
+    client = MlflowClient(cfg.run.tracking_uri)
+    client.set_tag(parent_run_id, "stargan_domain_acc", f"{acc:.3f}")
+    client.set_tag(parent_run_id, "stargan_used_for_m_h", str(used))
     if not used:
         print(f"[classemo] warning: StarGAN's translations are recognised as their target expression in only "
               f"{acc:.0%} of validation cases (stargan.min_domain_acc = {cfg.stargan.min_domain_acc:.0%}); "
@@ -399,7 +404,7 @@ def run_job(cfg: JobConfig) -> dict[str, Any]:
         generator_dir = cfg.stargan.checkpoint
         if cfg.stargan.enabled:
             out["stargan"] = run_stargan(cfg, info, parent_run_id=parent.info.run_id)
-            generator_dir = gate_generator(cfg, out["stargan"])
+            generator_dir = gate_generator(cfg, out["stargan"], parent.info.run_id)
         if cfg.unified.enabled:
             out["unified"] = run_training(cfg, info, generator_dir=generator_dir, parent_run_id=parent.info.run_id)
             out.update(finish_unified(cfg, info, out["unified"]))

@@ -76,9 +76,11 @@ def test_worker_failure_resumes_from_last_checkpoint(ray_cluster, mlflow_uri: st
 def test_a_weak_generator_is_kept_out_of_m_h(mlflow_uri: str, capsys: pytest.CaptureFixture) -> None:
     from jobs.train import StageResult, gate_generator
 
-    cfg = load_config(SMOKE, ["stargan.min_domain_acc=0.5"])
-    with mlflow.start_run() as run:
-        assert gate_generator(cfg, StageResult("/ckpt/generator", {"val_domain_acc": 0.6})) == "/ckpt/generator"
-        assert gate_generator(cfg, StageResult("/ckpt/generator", {"val_domain_acc": 0.2})) == ""
+    cfg = load_config(SMOKE, ["stargan.min_domain_acc=0.5", f"run.tracking_uri={mlflow_uri}"])
+    client = MlflowClient(mlflow_uri)
+    run_id = client.create_run(client.create_experiment("gate")).info.run_id
+    assert gate_generator(cfg, StageResult("/ckpt/generator", {"val_domain_acc": 0.6}), run_id) == "/ckpt/generator"
+    assert client.get_run(run_id).data.tags["stargan_used_for_m_h"] == "True"
+    assert gate_generator(cfg, StageResult("/ckpt/generator", {"val_domain_acc": 0.2}), run_id) == ""
     assert "recognised as their target expression in only 20%" in capsys.readouterr().out
-    assert MlflowClient(mlflow_uri).get_run(run.info.run_id).data.tags["stargan_used_for_m_h"] == "False"
+    assert client.get_run(run_id).data.tags["stargan_used_for_m_h"] == "False"
