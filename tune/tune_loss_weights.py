@@ -302,15 +302,35 @@ def _progress_callback(path: Path) -> Any:
 
 
 def _asha(*, max_t: int, grace_period: int, reduction_factor: float) -> Any:
-    """ASHA over epochs that never stops a trial at its last epoch, where the trial ends by itself anyway.
+    """ASHA over epochs where ties do not promote, and that never stops a trial at its last epoch.
 
-    Tune stops a trial by killing its actor, so a trial stopped at max_t (ASHA's default, and also its top rung
-    when a rung falls on max_t) lost its driver before `run_trial` saved the trial's model and final metrics.
-    The rung still records the trial's value for the trials after it.
+    Ties: Ray's ASHA stops a trial only if it is strictly below the rung's cutoff, so on a small validation split,
+    where accuracy and UAR move in steps of one clip and trials often tie, it stopped nothing. ASHA promotes the
+    top 1 / reduction_factor; a trial that only equals the cutoff set by earlier trials is not in it and stops.
+    Last epoch: Tune stops a trial by killing its actor, so a trial stopped at max_t (ASHA's default) lost its
+    driver before `run_trial` saved the trial's model and final metrics; there the trial ends by itself anyway.
     """
     from ray.tune.schedulers import ASHAScheduler, TrialScheduler
+    from ray.tune.schedulers.async_hyperband import _Bracket
+
+    class _TiesDoNotPromote(_Bracket):
+        def on_result(self, trial: Any, cur_iter: int, cur_rew: float | None) -> str:
+            for milestone, recorded in self._rungs:
+                if cur_iter < milestone or trial.trial_id in recorded:
+                    continue
+                cutoff = self.cutoff(recorded)
+                if cur_rew is not None and cutoff is not None and cur_rew == cutoff:
+                    recorded[trial.trial_id] = cur_rew
+                    return TrialScheduler.STOP
+                break
+            return super().on_result(trial, cur_iter, cur_rew)
 
     class _LetLastEpochFinish(ASHAScheduler):
+        def __init__(self, **kwargs: Any) -> None:
+            super().__init__(**kwargs)
+            self._brackets = [_TiesDoNotPromote(grace_period, max_t, reduction_factor, s=i)
+                              for i in range(len(self._brackets))]
+
         def on_trial_result(self, tune_controller: Any, trial: Any, result: dict) -> str:
             action = super().on_trial_result(tune_controller, trial, result)
             return TrialScheduler.CONTINUE if result.get("training_iteration", 0) >= max_t else action
