@@ -236,25 +236,25 @@ app.add_middleware(BodyLimit)
 
 
 def _decode_frame(text: str, where: str, args: ServeArgs) -> np.ndarray:
-    """Base64 PNG/JPEG -> (H, W, 3) uint8 RGB, through the training path's `decode_image`; 422 naming the frame."""
+    """Base64 PNG/JPEG -> (H, W, 3) uint8 RGB, decoded once (OpenCV, as in training), with a 422 naming the
+    frame."""
     import cv2
 
-    from classemo.data.transforms import ImageDecodeError, decode_image
+    from classemo.data.transforms import ImageDecodeError, imdecode
 
     try:
         data = base64.b64decode(text, validate=True)
     except (binascii.Error, ValueError) as e:
         raise HTTPException(422, f"{where}: not valid base64 ({e})") from None
     try:
-        image = decode_image(data)
+        raw = imdecode(data, cv2.IMREAD_UNCHANGED)  # one decode: the result also tells what was sent
     except ImageDecodeError as e:
         raise HTTPException(422, f"{where}: {e}") from None
-    # decode_image always yields 3 channels; the header tells what was sent (alpha or 2-channel is refused).
-    raw = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
     channels = 1 if raw.ndim == 2 else raw.shape[2]
     if channels not in (1, 3) or raw.dtype != np.uint8:
         raise HTTPException(422, f"{where}: image has {channels} channel(s) of {raw.dtype}; send 8-bit RGB or "
                                  "greyscale (no alpha)")
+    image = cv2.cvtColor(raw, cv2.COLOR_GRAY2RGB if channels == 1 else cv2.COLOR_BGR2RGB)
     h, w = image.shape[:2]
     if min(h, w) < args.min_image_side or max(h, w) > args.max_image_side:
         raise HTTPException(422, f"{where}: image is {w}x{h} pixels; each side must be between "

@@ -39,16 +39,24 @@ def decode_image(data: bytes) -> np.ndarray:
     Raises:
         ImageDecodeError: If `data` is empty, not bytes, truncated, or not an image format OpenCV reads.
     """
+    return cv2.cvtColor(imdecode(data, cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+
+
+def imdecode(data: bytes, flags: int) -> np.ndarray:
+    """`cv2.imdecode` of encoded image bytes with `flags`, as OpenCV returns it (BGR order), or a clear error.
+
+    Raises:
+        ImageDecodeError: If `data` is empty, not bytes, truncated, or not an image format OpenCV reads.
+    """
     if not isinstance(data, (bytes, bytearray, memoryview)):
         raise ImageDecodeError(f"expected encoded image bytes, got {type(data).__name__}")
     if len(data) == 0:
         raise ImageDecodeError("cannot decode an image from empty bytes")
-    buf = np.frombuffer(data, dtype=np.uint8)
-    image = cv2.imdecode(buf, cv2.IMREAD_COLOR)  # (H, W, 3) BGR, or None
+    image = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), flags)
     if image is None:
         head = bytes(data[:8])
         raise ImageDecodeError(f"{len(data)} bytes are not a decodable PNG/JPEG image (starts with {head!r})")
-    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+    return image
 
 
 def _describe(where: str | None, index: int) -> str:
