@@ -5,8 +5,9 @@
 as in training (`classemo.data.transforms`), so there is no train/serve skew.
 
 Precision: `dtype="auto"` (the default) runs the spatial stream, which holds almost all of the FLOPs, with bfloat16
-weights where the hardware multiplies bf16 natively (CPUs with AVX512-BF16 or AMX, CUDA GPUs that support bf16),
-and in float32 elsewhere. The temporal encoder and the clip/frame heads always run in float32: they cost little
+weights where that is faster: on a CUDA GPU that supports bf16, and on a CPU with native bf16 instructions
+(AVX512-BF16 or AMX) when a short timing of this model's spatial stream at load shows bf16 beating float32 by 10%
+(`calibrate_cpu_dtype`; on some AVX512-BF16 CPUs oneDNN's bf16 matmul is slower than fp32). Float32 elsewhere. The temporal encoder and the clip/frame heads always run in float32: they cost little
 and their outputs are what callers threshold. Measured speed and agreement are in docs/performance.md.
 """
 
@@ -151,8 +152,9 @@ def cpu_supports_bf16(cpuinfo: str | Path = "/proc/cpuinfo") -> bool:
 def resolve_dtype(dtype: torch.dtype | str, device: torch.device) -> torch.dtype:
     """The spatial stream's compute dtype for `dtype` (a torch dtype, a name like "bf16", or "auto") on `device`.
 
-    "auto" is bfloat16 on a CPU with native bf16 instructions (`cpu_supports_bf16`) or a CUDA GPU that supports
-    bf16, else float32.
+    "auto" is the candidate: bfloat16 on a CPU with native bf16 instructions (`cpu_supports_bf16`) or a CUDA GPU
+    that supports bf16, else float32. On a CPU, `Predictor` then keeps bf16 only if `calibrate_cpu_dtype` finds it
+    faster for the model at hand.
 
     Raises:
         ValueError: For an unknown name or a non-floating-point dtype.
@@ -168,6 +170,48 @@ def resolve_dtype(dtype: torch.dtype | str, device: torch.device) -> torch.dtype
     if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
         raise ValueError(f"dtype must be 'auto', a dtype name or a floating-point torch dtype, got {dtype!r}")
     return dtype
+
+
+CALIBRATION_MIN_SPEEDUP = 1.1  # "auto" keeps bf16 on a CPU only if the spatial stream is at least this much faster
+_calibrations: dict[tuple, dict[str, Any]] = {}
+
+
+def calibrate_cpu_dtype(model: nn.Module, image_size: int, *, frames: int = 16, repeats: int = 3) -> dict[str, Any]:
+    """Time `model.forward_spatial` on `frames` frames in float32 and in bf16 weights; pick the faster.
+
+    bf16 is chosen only when it is at least `CALIBRATION_MIN_SPEEDUP` times faster (medians of `repeats` after a
+    warm-up), so noise does not flip a CPU where both are equal to bf16's lower precision. The result is cached per
+    architecture, input size and thread count for the life of the process (a Serve replica reloading a model, or
+    tests building many Predictors, time it once).
+
+    Returns:
+        `{"dtype": "bf16" | "float32", "float32_ms": ..., "bf16_ms": ..., "frames": frames}`.
+    """
+    import time
+
+    key = (type(model).__name__, tuple((n, tuple(p.shape)) for n, p in model.named_parameters()), image_size, frames,
+           torch.get_num_threads())
+    if key in _calibrations:
+        return _calibrations[key]
+    x = torch.randn(frames, 3, image_size, image_size)
+    timings = {}
+    for name, dt in (("float32", torch.float32), ("bf16", torch.bfloat16)):
+        m = copy.deepcopy(model).to(dtype=dt).eval()
+        xi = x.to(dt)
+        with torch.inference_mode():
+            m.forward_spatial(xi)  # warm-up: oneDNN picks and caches its kernels for this shape
+            runs = []
+            for _ in range(repeats):
+                t0 = time.perf_counter()
+                m.forward_spatial(xi)
+                runs.append(time.perf_counter() - t0)
+        timings[name] = 1e3 * sorted(runs)[len(runs) // 2]
+        del m
+    fast = timings["float32"] >= CALIBRATION_MIN_SPEEDUP * timings["bf16"]
+    result = {"dtype": "bf16" if fast else "float32", "float32_ms": round(timings["float32"], 2),
+              "bf16_ms": round(timings["bf16"], 2), "frames": frames}
+    _calibrations[key] = result
+    return result
 
 
 def is_mlflow_uri(source: str | Path) -> bool:
@@ -242,8 +286,8 @@ class Predictor:
             config: Checkpoint config with `labels` and `preprocessing`.
             device: Torch device; CUDA when available, else CPU.
             batch_size: Clips per forward pass (frames per pass in `embed_frames`: batch_size x num_frames).
-            dtype: Compute dtype of the spatial stream: "auto" (bf16 where the hardware has native bf16, else
-                float32; see `resolve_dtype`), a name ("float32", "bf16", ...) or a torch dtype. The temporal
+            dtype: Compute dtype of the spatial stream: "auto" (bf16 where the hardware has native bf16 and, on a
+                CPU, `calibrate_cpu_dtype` measures it faster; else float32), a name ("float32", "bf16", ...) or a torch dtype. The temporal
                 encoder and heads run in float32 whatever this is, and outputs are float32.
             info: Provenance: `source`, and from MLflow `registered_model`, `version`, `alias`, `run_id`.
             compile: Run the spatial stream through `torch.compile` (inductor). Measured fastest on CPU
@@ -262,6 +306,10 @@ class Predictor:
         self.dtype = resolve_dtype(dtype, self.device)
         self.batch_size = batch_size
         module = getattr(model, "module", model)
+        self.dtype_calibration: dict[str, Any] | None = None
+        if dtype == "auto" and self.device.type == "cpu" and self.dtype == torch.bfloat16:
+            self.dtype_calibration = calibrate_cpu_dtype(module, int(module.image_size))
+            self.dtype = DTYPE_NAMES[self.dtype_calibration["dtype"]]
         if next(module.parameters()).dtype != self.dtype:
             module = copy.deepcopy(module)  # casting is in place; leave the caller's (e.g. training) model alone
         self.model = module.to(device=self.device, dtype=self.dtype).eval()
@@ -453,6 +501,7 @@ __all__ = [
     "ClipPrediction",
     "Predictor",
     "checkpoint_config",
+    "calibrate_cpu_dtype",
     "cpu_supports_bf16",
     "find_checkpoint_dir",
     "is_mlflow_uri",

@@ -150,7 +150,8 @@ class ClassEmoModel:
             raise RuntimeError("no model loaded")
         return {**_provenance(p), "architecture": p.info.get("architecture"), "labels": list(p.labels),
                 "preprocessing": dict(p.preprocessing),
-                "num_frames": int(p.num_frames), "device": str(p.device)}
+                "num_frames": int(p.num_frames), "device": str(p.device),
+                "dtype": str(p.dtype).removeprefix("torch."), "dtype_calibration": p.dtype_calibration}
 
     def stats(self) -> dict[str, Any]:
         """Batch sizes this replica has run (GET /v1/stats)."""

@@ -135,6 +135,9 @@ class ModelInfo(BaseModel):
     preprocessing: dict[str, Any]
     num_frames: int
     device: str
+    dtype: str | None = Field(None, description="spatial-stream compute dtype the replica runs (float32 or bfloat16)")
+    dtype_calibration: dict[str, Any] | None = Field(
+        None, description="for dtype=auto on a bf16-capable CPU: the load-time timing that chose it (ms per call)")
 
 
 class BatchStats(BaseModel):

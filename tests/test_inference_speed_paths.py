@@ -12,7 +12,14 @@ import torch
 from classemo.data.transforms import frames_to_tensor, pad_clips
 from classemo.labels import LabelSet
 from classemo.models import create_model
-from classemo.predictor import ClipPrediction, Predictor, checkpoint_config, cpu_supports_bf16, resolve_dtype
+from classemo.predictor import (
+    CALIBRATION_MIN_SPEEDUP,
+    ClipPrediction,
+    Predictor,
+    checkpoint_config,
+    cpu_supports_bf16,
+    resolve_dtype,
+)
 
 LABELS = LabelSet(("happy", "sad", "anger", "neutral"))
 COLOURS = np.array([(230, 180, 40), (40, 80, 220), (220, 40, 40), (130, 130, 130)], np.float32)
@@ -95,7 +102,7 @@ def test_bf16_batching_changes_results_only_within_tolerance(trained) -> None:
     assert _max_diff(one, many, "frame_valence") <= VA_TOL
 
 
-def test_auto_dtype_follows_the_cpu_flags(tmp_path) -> None:
+def test_auto_dtype_follows_the_cpu_flags_and_a_timing(tmp_path) -> None:
     with_bf16 = tmp_path / "bf16"
     with_bf16.write_text("processor\t: 0\nflags\t\t: fpu sse avx2 avx512f avx512_bf16 avx512_vnni\n")
     amx = tmp_path / "amx"
@@ -105,11 +112,23 @@ def test_auto_dtype_follows_the_cpu_flags(tmp_path) -> None:
     assert cpu_supports_bf16(with_bf16) and cpu_supports_bf16(amx) and not cpu_supports_bf16(without)
 
     cpu = torch.device("cpu")
-    expected = torch.bfloat16 if cpu_supports_bf16() else torch.float32
-    assert resolve_dtype("auto", cpu) == expected
+    candidate = torch.bfloat16 if cpu_supports_bf16() else torch.float32
+    assert resolve_dtype("auto", cpu) == candidate
     assert resolve_dtype("fp32", cpu) == torch.float32 and resolve_dtype(torch.bfloat16, cpu) == torch.bfloat16
     model = create_model("classemo_tiny", num_classes=len(LABELS), **ARCH)
-    assert Predictor(model, checkpoint_config(model, labels=LABELS), device="cpu").dtype == expected
+    auto = Predictor(model, checkpoint_config(model, labels=LABELS), device="cpu")
+    if candidate == torch.float32:
+        assert auto.dtype == torch.float32 and auto.dtype_calibration is None
+    else:  # bf16-capable CPU: "auto" keeps bf16 only where this model's spatial stream measured faster in it
+        cal = auto.dtype_calibration
+        assert cal["float32_ms"] > 0 and cal["bf16_ms"] > 0
+        faster = cal["float32_ms"] >= CALIBRATION_MIN_SPEEDUP * cal["bf16_ms"]
+        assert auto.dtype == (torch.bfloat16 if faster else torch.float32)
+        assert cal["dtype"] == ("bf16" if faster else "float32")
+        # Timed once per architecture and thread count: a second Predictor reuses the measurement.
+        assert Predictor(model, checkpoint_config(model, labels=LABELS), device="cpu").dtype_calibration is cal
+    assert Predictor(model, checkpoint_config(model, labels=LABELS), device="cpu", dtype="fp32").dtype_calibration \
+        is None
     with pytest.raises(ValueError, match="unknown dtype 'half-ish'"):
         resolve_dtype("half-ish", cpu)
     with pytest.raises(ValueError, match="floating-point"):

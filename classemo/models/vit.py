@@ -95,6 +95,23 @@ class ViTBackbone(nn.Module):
         return x[:, prefix:], x[:, 0]
 
 
+class MaxPool2x2(nn.Module):
+    """2x2 max-pool, stride 2 (floor mode): `nn.MaxPool2d(2)`'s output, as the max of four strided views.
+
+    PyTorch's CPU max-pool on NCHW tensors computes int64 argmax indices and is memory-bound: on this project's
+    profile it was 29% of classemo_tiny's spatial stream, ~8x slower than this for the stem's full-resolution
+    maps (docs/performance.md). Where several inputs tie, the gradient is shared between them instead of going to
+    one; the forward values are identical.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, C, H, W) -> (N, C, H // 2, W // 2)."""
+        h, w = x.shape[-2] // 2 * 2, x.shape[-1] // 2 * 2
+        x = x[..., :h, :w]
+        return torch.maximum(torch.maximum(x[..., 0::2, 0::2], x[..., 0::2, 1::2]),
+                             torch.maximum(x[..., 1::2, 0::2], x[..., 1::2, 1::2]))
+
+
 class ConvStem(nn.Sequential):
     """Hybrid-ViT patch embedding: log2(patch) stages of 3x3 conv-BN-ReLU + 2x2 max-pool, then a 1x1 conv to E."""
 
@@ -109,7 +126,7 @@ class ConvStem(nn.Sequential):
             # pool are what let it learn local cues (lip corners, brows); strided 3x3 convs alone did not.
             out = min(32 * 2 ** i, max(embed_dim, 32))
             layers += [nn.Conv2d(channels, out, 3, padding=1, bias=False), nn.BatchNorm2d(out), nn.ReLU(inplace=True),
-                       nn.MaxPool2d(2)]
+                       MaxPool2x2()]
             channels = out
         layers.append(nn.Conv2d(channels, embed_dim, 1))
         super().__init__(*layers)  # (N, 3, S, S) -> (N, E, S / patch, S / patch)

@@ -10,7 +10,7 @@ from classemo.models.netvlad import NetVLAD
 from classemo.models.non_local import NonLocalBlock
 from classemo.models.residual_attention import ResidualAttention
 from classemo.models.temporal import TemporalEncoder, masked_mean
-from classemo.models.vit import ViTBackbone
+from classemo.models.vit import MaxPool2x2, ViTBackbone
 
 
 @pytest.fixture(autouse=True)
@@ -191,6 +191,17 @@ def test_conv_stem_keeps_the_token_grid_and_learns_from_every_layer(patch_size: 
     conv.head(conv(x)[1]).sum().backward()
     stem_params = list(conv.vit.patch_embed.proj.parameters())
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in stem_params)
+
+
+@pytest.mark.parametrize("shape", [(2, 5, 16, 16), (1, 3, 7, 9), (3, 1, 2, 3)])
+def test_fast_max_pool_equals_torch_max_pool(shape: tuple[int, ...]) -> None:
+    x = torch.randn(*shape, requires_grad=True)
+    y = MaxPool2x2()(x)
+    torch.testing.assert_close(y, torch.nn.functional.max_pool2d(x, 2), rtol=0, atol=0)
+    y.sum().backward()  # no ties in random data: each window's gradient goes to its argmax, as with max_pool2d
+    ref = x.detach().clone().requires_grad_(True)
+    torch.nn.functional.max_pool2d(ref, 2).sum().backward()
+    torch.testing.assert_close(x.grad, ref.grad, rtol=0, atol=0)
 
 
 def test_conv_stem_rejects_weights_and_odd_patches(tmp_path) -> None:

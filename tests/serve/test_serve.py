@@ -186,6 +186,7 @@ def test_model_health_and_openapi(client, checkpoints):
     info = client.get("/v1/model").json()
     assert info["labels"] == ["fear", "anger", "disgust", "happy", "sad", "positive", "neutral"]
     assert info["preprocessing"]["num_frames"] == 8 and info["source"] == str(checkpoints[0])
+    assert info["dtype"] == "float32" and info["dtype_calibration"] is None  # the fixture pins float32
     assert client.get("/healthz").json()["status"] == "ok"
     paths = client.get("/openapi.json").json()["paths"]
     assert {"/v1/clips", "/v1/videos", "/v1/videos/{job_id}", "/v1/model", "/healthz"} <= set(paths)
