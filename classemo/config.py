@@ -107,6 +107,7 @@ class RunConfig:
     tracking_uri: str = ""  # MLflow tracking URI; empty: classemo.tracking.tracking_uri() resolved on the driver
     register: bool = True  # register the model as `classemo` and maybe move `champion`
     registered_name: str = "classemo"
+    export_model: str = ""  # also copy the best unified checkpoint (config.json + model.pt) to this directory
     max_failures: int = 1  # worker-group restarts, each resuming from the latest checkpoint
     num_to_keep: int = 2  # checkpoints kept, best by `checkpoint_metric`
     checkpoint_metric: str = "val_accuracy"

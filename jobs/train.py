@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import os
+import shutil
 import socket
 import sys
 import tempfile
@@ -56,6 +57,7 @@ def resolve_paths(cfg: JobConfig) -> JobConfig:
     cfg.data.root = absolute(cfg.data.root)
     cfg.run.storage_path = absolute(cfg.run.storage_path)
     cfg.stargan.checkpoint = absolute(cfg.stargan.checkpoint)
+    cfg.run.export_model = absolute(cfg.run.export_model)
     if cfg.unified.resume_from and not cfg.unified.resume_from.startswith(("models:/", "runs:/")):
         cfg.unified.resume_from = absolute(cfg.unified.resume_from)
     cfg.run.tracking_uri = cfg.run.tracking_uri or tracking_uri()
@@ -337,6 +339,9 @@ def finish_unified(cfg: JobConfig, info: Any, stage: StageResult) -> dict[str, A
     model_dir = str(Path(stage.checkpoint_dir) / "model")
     test = evaluate_dataset(model_dir, cfg.data.root, split="test")
     out: dict[str, Any] = {"test": test, "checkpoint": model_dir}
+    if cfg.run.export_model:
+        shutil.copytree(model_dir, cfg.run.export_model, dirs_exist_ok=True)
+        out["checkpoint"] = cfg.run.export_model
     if not stage.run_id:
         return out
     with mlflow.start_run(run_id=stage.run_id, nested=True):
@@ -421,6 +426,8 @@ def print_summary(out: dict[str, Any]) -> None:
     if "promotion" in out:
         p = out["promotion"]
         print(f"registered classemo v{p.version}; champion {'moved' if p.promoted else 'kept'}: {p.reason}")
+    if "checkpoint" in out:
+        print(f"best unified model checkpoint: {out['checkpoint']}")
     print(f"MLflow: {out['tracking_uri']} (parent run {out.get('parent_run_id')}); "
           f"job took {out.get('seconds', 0):.0f} s")
 

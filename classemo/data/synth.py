@@ -22,7 +22,7 @@ from classemo.labels import LabelSet
 if TYPE_CHECKING:
     from classemo.data.format import Manifest
 
-SYNTH_VERSION = "synth/1"
+SYNTH_VERSION = "synth/2"  # 2: every clip carries a resting mood (V/A offset, arousal shown in the lids)
 SUPERSAMPLE = 3  # drawn at 3x and area-downsampled: smoother edges than LINE_AA alone at 64 px
 
 # Facial actions, each in roughly [-1, 1]. Positive eye_open widens the lids, negative narrows them.
@@ -486,9 +486,20 @@ def intensity_course(num_frames: int, peak_index: int, apex: float, width: float
     return apex * np.exp(-0.5 * ((t - peak_index) / max(width, 1e-3)) ** 2)
 
 
-def frame_va(label_va: tuple[float, float], course: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per-frame valence/arousal: neutral (0, 0) moved toward the label's V/A in step with the intensity."""
-    return (np.clip(course * label_va[0], -1, 1), np.clip(course * label_va[1], -1, 1))
+# A clip's resting mood, as in the classroom generator (synth_classroom.SCENARIOS): a small valence offset and an
+# arousal offset from tired (-0.4) to alert (+0.25) that shows in the lids, eye_open = MOOD_EYE_GAIN * arousal
+# (the classroom's dull students: arousal -0.35, lids -0.45). Without it no training face is tired, and a model
+# reads a tired classroom's narrowed lids as disgust or sadness.
+MOOD_VALENCE = (-0.1, 0.1)
+MOOD_AROUSAL = (-0.4, 0.25)
+MOOD_EYE_GAIN = 1.25
+
+
+def frame_va(label_va: tuple[float, float], course: np.ndarray,
+             mood: tuple[float, float] = (0.0, 0.0)) -> tuple[np.ndarray, np.ndarray]:
+    """Per-frame valence/arousal: the resting `mood` moved toward the label's V/A in step with the intensity."""
+    return (np.clip(mood[0] * (1 - course) + course * label_va[0], -1, 1),
+            np.clip(mood[1] * (1 - course) + course * label_va[1], -1, 1))
 
 
 def assign_subject_splits(subject_ids: Sequence[str], seed: int,
@@ -570,15 +581,14 @@ def _synth_rows(labels: LabelSet, *, clips_per_class: int, num_frames: int, imag
         # Per-clip V/A jitter, bounded so the apex valence keeps the label's sign.
         va_clip = (va[0] + float(np.clip(rng.normal(0, 0.05), -0.1, 0.1)),
                    va[1] + float(np.clip(rng.normal(0, 0.05), -0.1, 0.1)))
+        mood = (float(rng.uniform(*MOOD_VALENCE)), float(rng.uniform(*MOOD_AROUSAL)))
         if label == "neutral":
-            # A neutral face does not move, but it still carries a slight mood that peaks at the peak frame, so
-            # peak_index is the frame of largest |V/A| in every clip.
-            course_va = intensity_course(num_frames, peak, 1.0, width=float(rng.uniform(0.25, 0.6)) * num_frames)
-            va_clip = (float(rng.uniform(-0.08, 0.08)), float(rng.uniform(-0.08, 0.08)))
+            # A neutral face shows only its mood: V/A are the mood's, at every frame.
+            fv, fa = np.full(num_frames, mood[0]), np.full(num_frames, mood[1])
         else:
-            course_va = course
-        fv, fa = frame_va(va_clip, course_va)
+            fv, fa = frame_va(va_clip, course, mood)
         style = {a: float(rng.normal(0, 0.08)) for a in ACTIONS}  # the clip's own way of moving the face
+        style["eye_open"] += MOOD_EYE_GAIN * mood[1]
         big = image_size * SUPERSAMPLE
         background = _background(rng, big, big)
         base = Nuisance.random(rng)

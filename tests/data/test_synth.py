@@ -13,6 +13,8 @@ from typer.testing import CliRunner
 from classemo.cli import app
 from classemo.data.format import read_manifest, read_split
 from classemo.data.synth import (
+    MOOD_AROUSAL,
+    MOOD_VALENCE,
     FaceIdentity,
     intensity_course,
     render_face,
@@ -117,16 +119,22 @@ def test_rows_carry_consistent_labels_va_and_peaks(tmp_path: Path) -> None:
             assert len(r["frames"]) == SMALL["num_frames"] == len(r["frame_valence"]) == len(r["frame_arousal"])
             assert _decode(r["frames"][0]).shape == (32, 32, 3)
             fv, fa, peak = np.array(r["frame_valence"]), np.array(r["frame_arousal"]), r["peak_index"]
-            # The clip-level V/A is the apex frame's, and the apex is where V/A are farthest from neutral.
+            # The clip-level V/A is the apex frame's.
             assert r["valence"] == pytest.approx(fv[peak]) and r["arousal"] == pytest.approx(fa[peak])
-            assert int(np.argmax(np.abs(fv))) == peak
             polarity = labels.polarity[r["label"]]
             if polarity == "neutral":
-                assert abs(r["valence"]) < 0.1 and abs(r["arousal"]) < 0.1
+                # Only the resting mood: constant over the clip, a small valence, arousal from tired to alert.
+                assert np.ptp(fv) < 1e-6 and np.ptp(fa) < 1e-6
+                assert MOOD_VALENCE[0] <= r["valence"] <= MOOD_VALENCE[1]
+                assert MOOD_AROUSAL[0] <= r["arousal"] <= MOOD_AROUSAL[1]
             else:
+                # The apex is where the valence is farthest from neutral, on the label's side, and where V/A are
+                # closest to the label's own V/A (the mood pulls the frames around the apex away from it).
+                assert int(np.argmax(np.abs(fv))) == peak
                 assert np.sign(r["valence"]) == (1 if polarity == "positive" else -1), r["clip_id"]
-                target = labels.default_va[r["label"]]
-                assert np.sign(r["arousal"]) == np.sign(target[1])
+                target = np.array(labels.default_va[r["label"]])
+                dist = np.hypot(fv - target[0], fa - target[1])
+                assert int(np.argmin(dist)) == peak, r["clip_id"]
     assert per_label == dict.fromkeys(labels.names, SMALL["clips_per_class"])
     for s1, s2 in (("train", "val"), ("train", "test"), ("val", "test")):
         assert not subjects_by_split[s1] & subjects_by_split[s2], f"subjects shared by {s1} and {s2}"
