@@ -35,7 +35,7 @@ class DataConfig:
     synth_seed: int = 0
     num_frames: int = 4  # frames per clip the model sees (longer clips are subsampled, shorter padded)
     image_size: int = 48  # model input side; frames are resized to it
-    batch_size: int = 8  # per worker (2 workers: 16 clips per optimiser step)
+    batch_size: int = 16  # per worker; 8 stalls training (BatchNorm on 8 faces; docs/benchmarks-training.md)
     augment: bool = True  # ClipAugment on training clips
     map_batch_size: int = 32  # rows per Ray Data map_batches call (decode + augment)
     prefetch_batches: int = 2  # batches Ray Data prepares ahead of the training loop
