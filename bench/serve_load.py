@@ -184,7 +184,8 @@ def main() -> None:
     record = {"machine": {"platform": platform.platform(), "cpu_count": os.cpu_count(), "torch_threads": threads,
                           "replica_torch_threads": args.replica_threads or threads,
                           "gpu": gpu, "device": str(predictor.device)},
-              "command": " ".join([Path(sys.executable).name, *sys.argv]), "preset": args.preset if not args.checkpoint else None, "frames": args.frames,
+              "command": " ".join([Path(sys.executable).name, *sys.argv]),
+              "preset": None if args.checkpoint else args.preset, "frames": args.frames,
               "size": args.size, "max_batch_size": args.max_batch_size, "batch_wait_s": args.batch_wait,
               "rows": rows}
     print(json.dumps(record, indent=2))

@@ -7,8 +7,9 @@ as in training (`classemo.data.transforms`), so there is no train/serve skew.
 Precision: `dtype="auto"` (the default) runs the spatial stream, which holds almost all of the FLOPs, with bfloat16
 weights where that is faster: on a CUDA GPU that supports bf16, and on a CPU with native bf16 instructions
 (AVX512-BF16 or AMX) when a short timing of this model's spatial stream at load shows bf16 beating float32 by 10%
-(`calibrate_cpu_dtype`; on some AVX512-BF16 CPUs oneDNN's bf16 matmul is slower than fp32). Float32 elsewhere. The temporal encoder and the clip/frame heads always run in float32: they cost little
-and their outputs are what callers threshold. Measured speed and agreement are in docs/performance.md.
+(`calibrate_cpu_dtype`; on some AVX512-BF16 CPUs oneDNN's bf16 matmul is slower than fp32). Float32 elsewhere.
+The temporal encoder and the clip/frame heads always run in float32: they cost little and their outputs are what
+callers threshold. Measured speed and agreement are in docs/performance.md.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from __future__ import annotations
 import copy
 import re
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -180,15 +182,13 @@ def calibrate_cpu_dtype(model: nn.Module, image_size: int, *, frames: int = 16, 
     """Time `model.forward_spatial` on `frames` frames in float32 and in bf16 weights; pick the faster.
 
     bf16 is chosen only when it is at least `CALIBRATION_MIN_SPEEDUP` times faster (medians of `repeats` after a
-    warm-up), so noise does not flip a CPU where both are equal to bf16's lower precision. The result is cached per
+    warm-up), so that timing noise never trades float32's precision for no real gain. The result is cached per
     architecture, input size and thread count for the life of the process (a Serve replica reloading a model, or
     tests building many Predictors, time it once).
 
     Returns:
         `{"dtype": "bf16" | "float32", "float32_ms": ..., "bf16_ms": ..., "frames": frames}`.
     """
-    import time
-
     key = (type(model).__name__, tuple((n, tuple(p.shape)) for n, p in model.named_parameters()), image_size, frames,
            torch.get_num_threads())
     if key in _calibrations:
@@ -287,7 +287,8 @@ class Predictor:
             device: Torch device; CUDA when available, else CPU.
             batch_size: Clips per forward pass (frames per pass in `embed_frames`: batch_size x num_frames).
             dtype: Compute dtype of the spatial stream: "auto" (bf16 where the hardware has native bf16 and, on a
-                CPU, `calibrate_cpu_dtype` measures it faster; else float32), a name ("float32", "bf16", ...) or a torch dtype. The temporal
+                CPU, `calibrate_cpu_dtype` measures it faster; else float32), a name ("float32", "bf16", ...) or a
+                torch dtype. The temporal
                 encoder and heads run in float32 whatever this is, and outputs are float32.
             info: Provenance: `source`, and from MLflow `registered_model`, `version`, `alias`, `run_id`.
             compile: Run the spatial stream through `torch.compile` (inductor). Measured fastest on CPU

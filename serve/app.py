@@ -92,8 +92,8 @@ class ClassEmoModel:
 
         cfg = ModelUserConfig.model_validate(user_config)
         if self._config is None or cfg.model_uri != self._config.model_uri or self._predictor is None:
-            predictor = await asyncio.to_thread(Predictor.from_checkpoint, cfg.model_uri, device=self._device, dtype=self._dtype,
-                                                batch_size=cfg.max_batch_size)
+            predictor = await asyncio.to_thread(Predictor.from_checkpoint, cfg.model_uri, device=self._device,
+                                                dtype=self._dtype, batch_size=cfg.max_batch_size)
             self._predictor = predictor  # in-flight batches keep the old one they already hold
         else:
             self._predictor.batch_size = cfg.max_batch_size
