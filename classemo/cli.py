@@ -8,6 +8,7 @@ from __future__ import annotations
 import typer
 
 from classemo.data.convert import convert_app, info_cmd
+from classemo.data.convert_classroom import convert_classroom_cmd
 from classemo.data.synth import synth_command
 from classemo.data.synth_classroom import synth_classroom_command
 from classemo.evaluate import evaluate_command
@@ -29,6 +30,7 @@ def version() -> None:
 # Each command's function carries its own typer options; heavy imports stay inside the functions.
 app.command("analyze")(analyze_command)
 app.command("evaluate")(evaluate_command)
+convert_app.command("classroom")(convert_classroom_cmd)
 data_app.add_typer(convert_app, name="convert")
 data_app.command("info")(info_cmd)
 data_app.command("synth")(synth_command)

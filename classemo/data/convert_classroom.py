@@ -1,0 +1,257 @@
+"""Annotated classroom videos -> training clips cut the way `classemo analyze` sees faces.
+
+Each video has an annotation JSON beside it (same stem) holding, per person, a face box and an expression label
+per video frame, and optionally valence/arousal and a visible flag: the format `classemo data synth-classroom`
+writes as its ground truth, and what an annotation tool's per-person tracks export to (docs/data-format.md).
+
+The faces are not cropped from the annotated boxes. Each sampled frame goes through the video pipeline's own face
+detector, and an annotated person takes the detection that overlaps their box most (IoU >= `min_iou`); the crop
+uses that detection and the pipeline's margin. So the training clips have the scale, jitter and misses that
+inference will have, which is what a model meant for `classemo analyze` must learn from. A person's matched frames
+are then cut into windows of `window` consecutive detections, as `classemo.video.windows.WindowBuffer` cuts a
+track, labelled at the window's centre frame (where the timeline reports a window).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import typer
+
+from classemo.data.convert import (DEFAULT_FRACTIONS, VIDEO_EXTENSIONS, ConversionError, ConversionSummary, _Clip,
+                                   _encode, _fractions, _progress, _Rejects, _run, _split_clips, _write)
+from classemo.labels import LabelSet
+
+if TYPE_CHECKING:
+    from classemo.data.format import Manifest
+    from classemo.video.detect import FaceDetector
+
+
+def read_annotation(path: Path, labels: LabelSet) -> list[dict]:
+    """The people of one annotation JSON, checked: per-frame `boxes` and `labels` of equal length.
+
+    Returns:
+        One dict per person: id, subject_id, role, boxes (list of [x, y, w, h] or None), labels, valence,
+        arousal (lists or None) and visible (list of bool).
+
+    Raises:
+        ValueError: naming the person and the field that is missing or malformed.
+    """
+    ann = json.loads(path.read_text())
+    people = ann.get("people") if isinstance(ann, dict) else None
+    if not isinstance(people, list) or not people:
+        raise ValueError("no 'people' list")
+    out = []
+    for k, p in enumerate(people):
+        pid = str(p.get("id", k))
+        boxes, frame_labels = p.get("boxes"), p.get("labels")
+        if not isinstance(boxes, list) or not isinstance(frame_labels, list) or len(boxes) != len(frame_labels):
+            raise ValueError(f"person {pid!r}: needs per-frame 'boxes' and 'labels' lists of equal length")
+        unknown = sorted({lab for lab in frame_labels if lab is not None and lab not in labels.names})
+        if unknown:
+            raise ValueError(f"person {pid!r}: labels {unknown} are not in the label set {list(labels.names)}")
+        n = len(boxes)
+        va = {}
+        for key in ("valence", "arousal"):
+            seq = p.get(key)
+            if seq is not None and (len(seq) != n or any(not -1.0 <= float(v) <= 1.0 for v in seq)):
+                raise ValueError(f"person {pid!r}: '{key}' must have {n} values in [-1, 1]")
+            va[key] = seq
+        visible = p.get("visible") or [True] * n
+        if len(visible) != n:
+            raise ValueError(f"person {pid!r}: 'visible' must have {n} values")
+        out.append({"id": pid, "subject_id": str(p.get("subject_id") or pid), "role": p.get("role"),
+                    "boxes": boxes, "labels": frame_labels, "visible": visible, **va})
+    return out
+
+
+def match_detections(truth_boxes: np.ndarray, detections: np.ndarray, min_iou: float) -> list[int | None]:
+    """Greedy one-to-one matching by IoU: for each annotated box (G, 4), the index of its detection (N, 4) or None."""
+    from classemo.video.track import iou_matrix
+
+    out: list[int | None] = [None] * len(truth_boxes)
+    if not len(truth_boxes) or not len(detections):
+        return out
+    iou = iou_matrix(truth_boxes, detections)  # (G, N)
+    for flat in np.argsort(-iou, axis=None):
+        g, d = divmod(int(flat), iou.shape[1])
+        if iou[g, d] < min_iou:
+            break
+        if out[g] is None and d not in out:
+            out[g] = d
+    return out
+
+
+def _windows(n: int, window: int, stride: int) -> list[int]:
+    """Window starts over n observations, as WindowBuffer cuts them, plus a final window covering the tail."""
+    if n < window:
+        return [0] if n else []
+    starts = list(range(0, n - window + 1, stride))
+    if starts[-1] + window < n:
+        starts.append(n - window)
+    return starts
+
+
+def convert_classroom(
+    src: str | os.PathLike,
+    out: str,
+    *,
+    labels: LabelSet | None = None,
+    fps: float = 5.0,
+    window: int = 4,
+    stride: int = 2,
+    image_size: int = 48,
+    margin: float = 0.2,
+    min_iou: float = 0.3,
+    fractions: Sequence[float] = DEFAULT_FRACTIONS,
+    seed: int = 0,
+    frame_format: str = "png",
+    detector: "FaceDetector | str" = "haar",
+    source: str | None = None,
+    progress: bool = True,
+) -> tuple["Manifest", ConversionSummary]:
+    """Convert a folder of annotated classroom videos (`<name>.mp4` + `<name>.json`) into windowed face clips.
+
+    Args:
+        src: Folder of videos, each with its annotation JSON beside it.
+        out: Output dataset root (local path or s3://bucket/prefix).
+        labels: The label set the annotation's labels belong to (default: the paper's seven).
+        fps: Sampling rate, as `classemo analyze --fps`.
+        window: Frames per clip: the model's `num_frames`.
+        stride: Detections between window starts (`analyze` uses half a window; smaller gives more clips).
+        image_size: Side of the stored crops.
+        margin: Context around each face box, as `analyze --crop-margin`.
+        min_iou: Overlap a detection needs with a person's annotated box to be that person's face.
+        fractions: train/val/test fractions; people are split by subject_id (or by person within a video).
+        seed: Split seed.
+        frame_format: png or jpeg.
+        detector: The face detector (a `FaceDetector` or a name for `make_detector`): the one analysis will use.
+        source: Dataset origin for the manifest (default: the folder's name).
+        progress: Show a progress bar over videos.
+
+    Raises:
+        ConversionError: a missing folder, no videos, or invalid settings.
+    """
+    import cv2
+
+    from classemo.data.faces import crop_face
+    from classemo.video.decode import FrameStream, VideoError
+    from classemo.video.detect import make_detector
+
+    src = Path(src)
+    if not src.is_dir():
+        raise ConversionError(f"video folder {src} not found")
+    if window < 1 or not 1 <= stride <= window:
+        raise ConversionError(f"need window >= 1 and 1 <= stride <= window, got window={window}, stride={stride}")
+    if not 0 < min_iou <= 1:
+        raise ConversionError(f"min_iou must be in (0, 1], got {min_iou}")
+    labels = labels or LabelSet.paper()
+    videos = sorted(p for p in src.iterdir() if p.suffix.lower() in VIDEO_EXTENSIONS and not p.name.startswith("."))
+    if not videos:
+        raise ConversionError(f"no videos ({', '.join(sorted(VIDEO_EXTENSIONS))}) in {src}")
+    summary = ConversionSummary(kind="classroom", unit="video", inputs=len(videos))
+    rejects = _Rejects(summary)
+    det = make_detector(detector) if isinstance(detector, str) else detector
+
+    # Splits are planned from the annotations alone (one planned "clip" per person), before any frame is decoded.
+    planned: list[_Clip] = []
+    for video in videos:
+        ann_path = video.with_suffix(".json")
+        if not ann_path.is_file():
+            rejects.add(video, "no annotation JSON", f"expected {ann_path.name} beside the video")
+            continue
+        try:
+            people = read_annotation(ann_path, labels)
+        except (OSError, ValueError, TypeError, AttributeError) as e:
+            rejects.add(ann_path, "bad annotation JSON", f"{type(e).__name__}: {e}")
+            continue
+        for p in people:
+            main = max(set(p["labels"]) - {None}, key=p["labels"].count, default="neutral")
+            planned.append(_Clip(f"{video.stem}/{p['id']}", main, [video], subject_id=p["subject_id"],
+                                 group=p["subject_id"], meta={"person": p}))
+    summary.split_by = _split_clips(planned, fractions, seed)
+    by_video: dict[Path, list[_Clip]] = {}
+    for clip in planned:
+        by_video.setdefault(clip.paths[0], []).append(clip)
+
+    def person_rows(clip: _Clip, seen: list[tuple[int, float, bytes]], rate: float) -> Iterator[dict]:
+        p = clip.meta["person"]
+        has_va = p.get("valence") is not None and p.get("arousal") is not None
+        for s in _windows(len(seen), window, stride):
+            part = seen[s : s + window]
+            centre = len(part) // 2
+            idx = [i for i, _, _ in part]
+            label = p["labels"][idx[centre]] or "neutral"
+            # The id names the window's first and last video frame, so a clip can be traced back to the video.
+            row = {"clip_id": f"{clip.clip_id}/f{idx[0]:06d}-{idx[-1]:06d}", "subject_id": clip.subject_id,
+                   "source": source or src.name, "split": clip.split, "frames": [c for _, _, c in part],
+                   "fps": rate, "peak_index": centre, "label": label, "label_idx": labels.index(label)}
+            if has_va:
+                fv = [float(p["valence"][i]) for i in idx]
+                fa = [float(p["arousal"][i]) for i in idx]
+                row.update(valence=fv[centre], arousal=fa[centre], frame_valence=fv, frame_arousal=fa,
+                           va_source="annotated")
+            else:
+                v, a = labels.default_va[label]
+                row.update(valence=v, arousal=a, frame_valence=None, frame_arousal=None, va_source="derived")
+            yield row
+
+    def rows() -> Iterator[dict]:
+        for video in _progress(list(by_video), "videos", progress):
+            clips = by_video[video]
+            seen: dict[str, list[tuple[int, float, bytes]]] = {c.clip_id: [] for c in clips}
+            try:
+                stream = FrameStream(video, fps=fps)
+                for index, t, frame in stream:
+                    faces = det.detect(frame)
+                    boxes = np.array([[b.x, b.y, b.w, b.h] for b in faces], float).reshape(-1, 4)
+                    present = [c for c in clips if index < len(c.meta["person"]["boxes"])
+                               and c.meta["person"]["visible"][index] and c.meta["person"]["boxes"][index]]
+                    truth = np.array([c.meta["person"]["boxes"][index] for c in present], float).reshape(-1, 4)
+                    for c, d in zip(present, match_detections(truth, boxes, min_iou)):
+                        if d is not None:
+                            crop = crop_face(frame, faces[d], margin=margin, size=image_size)
+                            seen[c.clip_id].append((index, t, _encode(crop, frame_format)))
+            except (VideoError, OSError, ValueError, cv2.error) as e:
+                rejects.add(video, "video could not be decoded", str(e))
+                continue
+            if not any(seen.values()):
+                rejects.add(video, "no annotated face was detected", f"{len(clips)} people annotated")
+                continue
+            summary.converted += 1
+            summary.face_found += 1
+            rate = min(fps, stream.info.fps or fps)
+            for c in clips:
+                yield from person_rows(c, seen[c.clip_id], rate)
+
+    extra: dict[str, Any] = {"split_seed": seed, "split_fractions": list(fractions), "input": str(src),
+                             "sample_fps": fps, "window": window, "stride": stride, "margin": margin,
+                             "min_iou": min_iou, "detector": type(det).__name__}
+    manifest = _write(rows(), out, labels, summary, rejects, image_size=image_size, source=source or src.name,
+                      extra=extra)
+    return manifest, summary
+
+
+def convert_classroom_cmd(
+    src: Path = typer.Argument(..., help="Folder of videos, each with an annotation JSON of the same name."),
+    out: str = typer.Argument(..., help="Output dataset root (local path or s3://bucket/prefix)."),
+    fps: float = typer.Option(5.0, help="Sampling rate, as `classemo analyze --fps`."),
+    window: int = typer.Option(4, help="Frames per clip: the model's num_frames."),
+    stride: int = typer.Option(2, help="Detections between window starts."),
+    image_size: int = typer.Option(48, help="Side of the stored face crops."),
+    margin: float = typer.Option(0.2, help="Context around the face, as `classemo analyze --crop-margin`."),
+    min_iou: float = typer.Option(0.3, help="Overlap a detection needs with an annotated box."),
+    split: str = typer.Option("0.8,0.1,0.1", "--split", help="train,val,test fractions."),
+    seed: int = typer.Option(0, help="Split seed."),
+    frame_format: str = typer.Option("png", help="png or jpeg."),
+    progress: bool = typer.Option(True, "--progress/--no-progress"),
+) -> None:
+    """Convert annotated classroom videos into face clips cut by the analysis pipeline's own detector."""
+    _run(lambda: convert_classroom(src, out, fps=fps, window=window, stride=stride, image_size=image_size,
+                                   margin=margin, min_iou=min_iou, fractions=_fractions(split), seed=seed,
+                                   frame_format=frame_format, progress=progress), out)
