@@ -2,8 +2,8 @@
 
 The model is tests/fixtures/classroom_tiny: classemo_tiny trained by the project's own job (`jobs/train.py`), the
 default run fine-tuned with configs/train_classroom.yaml on clips that `classemo data convert classroom` cut from
-synthetic classrooms of seeds 100-107. `tests/fixtures/make_classroom_tiny.sh` rebuilds it. The classrooms here are drawn from other seeds, so
-their people are not the ones it was trained on.
+synthetic classrooms of seeds 100-107. `tests/fixtures/make_classroom_tiny.sh` rebuilds it. The classrooms here
+are drawn from other seeds, so their people are not the ones it was trained on.
 """
 
 from __future__ import annotations
