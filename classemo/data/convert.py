@@ -304,6 +304,7 @@ def convert_images(
     labels_csv: str | os.PathLike | None = None,
     label_column: str | None = None,
     pattern: str | None = None,
+    subject_pattern: str | None = None,
     label_map: str | os.PathLike | dict | None = None,
     labels: LabelSet | None = None,
     image_size: int = 112,
@@ -329,6 +330,10 @@ def convert_images(
         pattern: Filename regex with named groups `subject` and optionally `sequence` and `frame`: images with
             the same subject and sequence become one clip ordered by frame number, its peak the last frame
             (CK+ sequences run from neutral onset to apex). Without it every image is a 1-frame clip.
+        subject_pattern: Filename regex with a named group `subject`, for folders of single photos named after
+            the person (LFW's `Aaron_Peirsol_0004.jpg`: `'^(?P<subject>.+)_[^_]+$'`). Every image stays a
+            1-frame clip, but all of one person's photos land in the same split, so the test split measures
+            expressions of people the model has not seen rather than identities it has.
         label_map: YAML path or dict mapping source labels onto `labels`.
         labels: Target label set (default: the paper's).
         image_size: Side of the square face crops.
@@ -354,9 +359,17 @@ def convert_images(
     labels = labels or LabelSet.paper()
     summary = ConversionSummary(kind="images", unit="image")
     rejects = _Rejects(summary)
-    regex = re.compile(pattern) if pattern else None
+    try:
+        regex = re.compile(pattern) if pattern else None
+        subject_regex = re.compile(subject_pattern) if subject_pattern else None
+    except re.error as e:
+        raise ConversionError(f"invalid file-name pattern: {e}") from None
     if regex is not None and "subject" not in regex.groupindex:
         raise ConversionError(f"pattern {pattern!r} needs a named group (?P<subject>...)")
+    if subject_pattern and regex is not None:
+        raise ConversionError("give --pattern (sequences, with subjects) or --subject-pattern, not both")
+    if subject_regex is not None and "subject" not in subject_regex.groupindex:
+        raise ConversionError(f"subject pattern {subject_pattern!r} needs a named group (?P<subject>...)")
 
     # 1. Enumerate input units: (path, source label, where it came from).
     entries: list[tuple[Path, str, str]] = []  # path, source label, clip id
@@ -395,6 +408,13 @@ def convert_images(
             rejects.add(path, "duplicate id", f"{unit_id!r} again, label {raw_label!r} (first: {seen[unit_id]!r})")
             continue
         seen[unit_id] = raw_label
+        if regex is None and subject_regex is not None:
+            m = subject_regex.search(path.name)
+            if m is None:
+                rejects.add(path, "file name does not match subject pattern", subject_pattern)
+                continue
+            clips[clip_id] = _Clip(clip_id, target, [path], subject_id=m["subject"], group=m["subject"])
+            continue
         if regex is None:
             clips[clip_id] = _Clip(clip_id, target, [path], group=clip_id)
             continue
@@ -787,6 +807,9 @@ def convert_images_cmd(
     pattern: str | None = typer.Option(
         None, "--pattern", help="Filename regex with (?P<subject>)(?P<sequence>)(?P<frame>) groups, e.g. "
         "'S(?P<subject>\\d+)_(?P<sequence>\\d+)_(?P<frame>\\d+)' for CK+ S005_001_00000011.png."),
+    subject_pattern: str | None = typer.Option(
+        None, "--subject-pattern", help="Filename regex with a (?P<subject>) group for photos named after the "
+        "person, e.g. '^(?P<subject>.+)_[^_]+$' for Aaron_Peirsol_0004.jpg: one person's photos share a split."),
     label_map: Path | None = _LabelMapOpt,
     labels: str | None = _LabelsOpt,
     image_size: int = typer.Option(112, help="Side of the square face crops."),
@@ -802,6 +825,7 @@ def convert_images_cmd(
 ) -> None:
     """Convert a labelled image folder (faces detected with OpenCV's Haar cascades, cropped and resized)."""
     _run(lambda: convert_images(src, out, labels_csv=labels_csv, label_column=label_column, pattern=pattern,
+                                subject_pattern=subject_pattern,
                                 label_map=label_map, labels=parse_label_set(labels), image_size=image_size,
                                 margin=margin, whole_image_fallback=whole_image_fallback,
                                 min_face_fraction=min_face_fraction, fps=fps,

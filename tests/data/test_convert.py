@@ -24,6 +24,8 @@ REPO = Path(__file__).resolve().parents[2]
 FACES = ["Aaron_Peirsol_0004.jpg", "Abdel_Aziz_Al-Hakim_0001.jpg", "Abdullah_0004.jpg", "Abdullah_Gul_0003.jpg",
          "Abdullah_Nasseef_0001.jpg", "Abdullatif_Sener_0002.jpg", "Abner_Martinez_0001.jpg", "Adam_Mair_0001.jpg"]
 LABELS = LabelSet.paper()
+# The person is the name before the last underscore: Aaron_Peirsol_0004.jpg, Avinash_10.jpg, Dwarakish_117.jpg.
+MUXSPACE_SUBJECT = r"^(?P<subject>.+)_[^_]+$"
 
 
 @pytest.fixture(scope="module")
@@ -180,6 +182,32 @@ def test_image_sequences_by_pattern_split_by_subject(tmp_path, faces):
     # Frames are in frame-number order: the border colour (blue channel) rises with the frame number.
     first = rows["000_001"]["frames"]
     assert [int(_decode(b)[0, 0, 0]) for b in first] == sorted(int(_decode(b)[0, 0, 0]) for b in first)
+
+
+def test_single_photos_split_by_subject_pattern(tmp_path, faces):
+    src = tmp_path / "src"
+    (src / "happy").mkdir(parents=True)
+    for s in range(6):  # six people, three photos each, named like LFW: Person_Name_0001.jpg
+        for f in range(1, 4):
+            cv2.imwrite(str(src / "happy" / f"Person_{s}_{f:04d}.jpg"), faces[s])
+    cv2.imwrite(str(src / "happy" / "nounderscore.jpg"), faces[0])
+    out = tmp_path / "out"
+    manifest, summary = convert_images(src, str(out), subject_pattern=r"^(?P<subject>.+)_[^_]+$", image_size=32,
+                                       seed=1, progress=False)
+    assert (summary.inputs, summary.converted, summary.rejected) == (19, 18, 1)
+    assert summary.reasons == {"file name does not match subject pattern": 1} and summary.split_by == "subject"
+    rows = _rows(out)
+    assert len(rows) == 18 and all(len(r["frames"]) == 1 for r in rows.values())
+    splits_of: dict[str, set] = {}
+    for r in rows.values():
+        splits_of.setdefault(r["subject_id"], set()).add(r["split"])
+    assert set(splits_of) == {f"Person_{s}" for s in range(6)} and all(len(v) == 1 for v in splits_of.values())
+    with pytest.raises(ConversionError, match="not both"):
+        convert_images(src, str(out), pattern=r"(?P<subject>\w+)", subject_pattern=r"(?P<subject>\w+)")
+    with pytest.raises(ConversionError, match="invalid file-name pattern"):
+        convert_images(src, str(out), subject_pattern=r"(?P<subject>[")
+    with pytest.raises(ConversionError, match="named group"):
+        convert_images(src, str(out), subject_pattern=r"^(.+)_")
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -339,7 +367,8 @@ def test_muxspace_folder(tmp_path, shared_dir):
     src = shared_dir / "data" / "faces-muxspace"
     start, cpu_start = time.perf_counter(), time.process_time()
     manifest, summary = convert_images(src, str(tmp_path / "mux"), whole_image_fallback=True, progress=False,
-                                       label_map=REPO / "configs" / "label_maps" / "muxspace.yaml")
+                                       label_map=REPO / "configs" / "label_maps" / "muxspace.yaml",
+                                       subject_pattern=MUXSPACE_SUBJECT)
     seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu_start
     rate = summary.face_found / summary.inputs
     print(f"\nfaces-muxspace: {summary.format()}\n  face found in {rate:.1%} of {summary.inputs} inputs, "
@@ -349,5 +378,12 @@ def test_muxspace_folder(tmp_path, shared_dir):
     assert summary.converted == 1925 == summary.face_found + summary.whole_image_fallback
     assert rate >= 0.90
     assert manifest.num_clips == 1925 and manifest.label_counts["train"]["positive"] > 0
+    # Split by person (the file-name prefix): 1,030 people, none of them in two splits.
+    assert summary.split_by == "subject"
+    splits_of: dict[str, set] = {}
+    for split in SPLITS:
+        for subject in read_split(tmp_path / "mux", split).column("subject_id").to_pylist():
+            splits_of.setdefault(subject, set()).add(split)
+    assert len(splits_of) == 1030 and all(len(s) == 1 for s in splits_of.values())
     # CPU time, not wall time: the converter is one process, and wall time on a shared machine measures the load.
     assert cpu_seconds < 60
