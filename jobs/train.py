@@ -365,6 +365,7 @@ def finish_unified(cfg: JobConfig, info: Any, stage: StageResult) -> dict[str, A
                                          name=cfg.run.registered_name, evaluate_champion=score_champion)
             mlflow.set_tags({"registered_version": promo.version, "champion_moved": str(promo.promoted)})
             out["promotion"] = promo
+            out["registered_name"] = cfg.run.registered_name
     return out
 
 
@@ -425,7 +426,7 @@ def print_summary(out: dict[str, Any]) -> None:
         print(format_metrics(out["test"], title="test split"))
     if "promotion" in out:
         p = out["promotion"]
-        print(f"registered classemo v{p.version}; champion {'moved' if p.promoted else 'kept'}: {p.reason}")
+        print(f"registered {out.get('registered_name', 'classemo')} v{p.version}; champion {'moved' if p.promoted else 'kept'}: {p.reason}")
     if "checkpoint" in out:
         print(f"best unified model checkpoint: {out['checkpoint']}")
     print(f"MLflow: {out['tracking_uri']} (parent run {out.get('parent_run_id')}); "
