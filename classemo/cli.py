@@ -8,7 +8,10 @@ from __future__ import annotations
 import typer
 
 from classemo.data.convert import convert_app, info_cmd
+from classemo.data.convert_afew_va import convert_afew_va_cmd
 from classemo.data.convert_classroom import convert_classroom_cmd
+from classemo.data.convert_images import convert_images_cmd
+from classemo.data.convert_videos import convert_videos_cmd
 from classemo.data.synth import synth_command
 from classemo.data.synth_classroom import synth_classroom_command
 from classemo.evaluate import evaluate_command
@@ -30,6 +33,9 @@ def version() -> None:
 # Each command's function carries its own typer options; heavy imports stay inside the functions.
 app.command("analyze")(analyze_command)
 app.command("evaluate")(evaluate_command)
+convert_app.command("images")(convert_images_cmd)
+convert_app.command("videos")(convert_videos_cmd)
+convert_app.command("afew-va")(convert_afew_va_cmd)
 convert_app.command("classroom")(convert_classroom_cmd)
 data_app.add_typer(convert_app, name="convert")
 data_app.command("info")(info_cmd)

@@ -23,8 +23,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import typer
 
-from classemo.data.convert import (DEFAULT_FRACTIONS, VIDEO_EXTENSIONS, ConversionError, ConversionSummary, _Clip,
-                                   _encode, _fractions, _progress, _Rejects, _run, _split_clips, _write)
+from classemo.data.convert import (DEFAULT_FRACTIONS, VIDEO_EXTENSIONS, ConversionError, ConversionSummary, PlannedClip,
+                                   Rejects, encode_frame, parse_fractions, progress_bar, run_conversion, split_clips,
+                                   write_converted)
 from classemo.labels import LabelSet
 
 if TYPE_CHECKING:
@@ -155,11 +156,11 @@ def convert_classroom(
     if not videos:
         raise ConversionError(f"no videos ({', '.join(sorted(VIDEO_EXTENSIONS))}) in {src}")
     summary = ConversionSummary(kind="classroom", unit="video", inputs=len(videos))
-    rejects = _Rejects(summary)
+    rejects = Rejects(summary)
     det = make_detector(detector) if isinstance(detector, str) else detector
 
     # Splits are planned from the annotations alone (one planned "clip" per person), before any frame is decoded.
-    planned: list[_Clip] = []
+    planned: list[PlannedClip] = []
     for video in videos:
         ann_path = video.with_suffix(".json")
         if not ann_path.is_file():
@@ -172,14 +173,14 @@ def convert_classroom(
             continue
         for p in people:
             main = max(set(p["labels"]) - {None}, key=p["labels"].count, default="neutral")
-            planned.append(_Clip(f"{video.stem}/{p['id']}", main, [video], subject_id=p["subject_id"],
-                                 group=p["subject_id"], meta={"person": p}))
-    summary.split_by = _split_clips(planned, fractions, seed)
-    by_video: dict[Path, list[_Clip]] = {}
+            planned.append(PlannedClip(f"{video.stem}/{p['id']}", main, [video], subject_id=p["subject_id"],
+                                       group=p["subject_id"], meta={"person": p}))
+    summary.split_by = split_clips(planned, fractions, seed)
+    by_video: dict[Path, list[PlannedClip]] = {}
     for clip in planned:
         by_video.setdefault(clip.paths[0], []).append(clip)
 
-    def person_rows(clip: _Clip, seen: list[tuple[int, float, bytes]], rate: float) -> Iterator[dict]:
+    def person_rows(clip: PlannedClip, seen: list[tuple[int, float, bytes]], rate: float) -> Iterator[dict]:
         p = clip.meta["person"]
         has_va = p.get("valence") is not None and p.get("arousal") is not None
         for s in _windows(len(seen), window, stride):
@@ -202,7 +203,7 @@ def convert_classroom(
             yield row
 
     def rows() -> Iterator[dict]:
-        for video in _progress(list(by_video), "videos", progress):
+        for video in progress_bar(list(by_video), "videos", progress):
             clips = by_video[video]
             seen: dict[str, list[tuple[int, float, bytes]]] = {c.clip_id: [] for c in clips}
             try:
@@ -216,7 +217,7 @@ def convert_classroom(
                     for c, d in zip(present, match_detections(truth, boxes, min_iou)):
                         if d is not None:
                             crop = crop_face(frame, faces[d], margin=margin, size=image_size)
-                            seen[c.clip_id].append((index, t, _encode(crop, frame_format)))
+                            seen[c.clip_id].append((index, t, encode_frame(crop, frame_format)))
             except (VideoError, OSError, ValueError, cv2.error) as e:
                 rejects.add(video, "video could not be decoded", str(e))
                 continue
@@ -232,8 +233,8 @@ def convert_classroom(
     extra: dict[str, Any] = {"split_seed": seed, "split_fractions": list(fractions), "input": str(src),
                              "sample_fps": fps, "window": window, "stride": stride, "margin": margin,
                              "min_iou": min_iou, "detector": type(det).__name__}
-    manifest = _write(rows(), out, labels, summary, rejects, image_size=image_size, source=source or src.name,
-                      extra=extra)
+    manifest = write_converted(rows(), out, labels, summary, rejects, image_size=image_size, source=source or src.name,
+                               extra=extra)
     return manifest, summary
 
 
@@ -252,6 +253,6 @@ def convert_classroom_cmd(
     progress: bool = typer.Option(True, "--progress/--no-progress"),
 ) -> None:
     """Convert annotated classroom videos into face clips cut by the analysis pipeline's own detector."""
-    _run(lambda: convert_classroom(src, out, fps=fps, window=window, stride=stride, image_size=image_size,
-                                   margin=margin, min_iou=min_iou, fractions=_fractions(split), seed=seed,
-                                   frame_format=frame_format, progress=progress), out)
+    run_conversion(lambda: convert_classroom(
+        src, out, fps=fps, window=window, stride=stride, image_size=image_size, margin=margin, min_iou=min_iou,
+        fractions=parse_fractions(split), seed=seed, frame_format=frame_format, progress=progress), out)

@@ -14,7 +14,10 @@ import pytest
 from typer.testing import CliRunner
 
 from classemo.cli import app
-from classemo.data.convert import ConversionError, assign_splits, convert_afew_va, convert_images, convert_videos
+from classemo.data.convert import ConversionError, assign_splits
+from classemo.data.convert_afew_va import convert_afew_va
+from classemo.data.convert_images import convert_images
+from classemo.data.convert_videos import convert_videos
 from classemo.data.faces import FaceBox, HaarFaceDetector, crop_face, largest_face
 from classemo.data.format import SPLITS, read_manifest, read_split
 from classemo.labels import LabelSet

@@ -1,0 +1,187 @@
+"""(c) AFEW-VA shape: a folder of frames per clip plus a JSON of per-frame valence/arousal."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import typer
+
+from classemo.data.convert import (DEFAULT_FRACTIONS, IMAGE_EXTENSIONS, LABEL_MAP_OPTION, LABELS_OPTION, SPLIT_OPTION,
+                                   ConversionError, ConversionSummary, PlannedClip, Rejects, encode_frame, face_track,
+                                   map_labels, parse_fractions, progress_bar, read_image, read_labels_csv,
+                                   run_conversion, split_clips, write_converted)
+from classemo.data.label_map import parse_label_set
+from classemo.labels import LabelSet
+
+if TYPE_CHECKING:
+    from classemo.data.faces import HaarFaceDetector
+    from classemo.data.format import Manifest
+
+
+def _nearest_label(valence: float, arousal: float, labels: LabelSet) -> str:
+    def distance(name: str) -> float:
+        v, a = labels.default_va[name]
+        return (v - valence) ** 2 + (a - arousal) ** 2
+
+    return min(labels.names, key=distance)
+
+
+def convert_afew_va(
+    src: str | os.PathLike,
+    out: str,
+    *,
+    labels_csv: str | os.PathLike | None = None,
+    label_column: str | None = None,
+    label_map: str | os.PathLike | dict | None = None,
+    labels: LabelSet | None = None,
+    va_scale: float = 10.0,
+    fps: float = 25.0,
+    image_size: int = 112,
+    margin: float = 0.2,
+    fractions: Sequence[float] = DEFAULT_FRACTIONS,
+    seed: int = 0,
+    frame_format: str = "png",
+    detector: "HaarFaceDetector | None" = None,
+    source: str | None = None,
+    progress: bool = True,
+) -> tuple["Manifest", ConversionSummary]:
+    """Convert AFEW-VA-shaped data: `<src>/<clip>/<frame>.png` plus `<src>/<clip>/<clip>.json`.
+
+    The JSON holds `{"actor": ..., "frames": {"00000": {"valence": v, "arousal": a, "landmarks": [[x, y], ...]}}}`
+    with V/A on [-va_scale, va_scale] (AFEW-VA uses -10..10). Landmarks, when present, give the face box; else
+    the Haar face track does. A clip with any unreadable or missing frame is rejected whole, so a clip's frames
+    and its per-frame V/A always line up.
+
+    Args:
+        labels_csv: Optional `clip,label` CSV. Without it a clip's label is the label whose default V/A lies
+            nearest to the clip's mean V/A (AFEW-VA itself has no discrete labels).
+        va_scale: Divisor that brings the JSON's V/A into [-1, 1].
+        Other arguments as in `convert_images`.
+    """
+    import numpy as np
+
+    from classemo.data.faces import FaceBox, HaarFaceDetector, crop_face
+
+    src = Path(src)
+    if not src.is_dir():
+        raise ConversionError(f"AFEW-VA folder {src} not found")
+    labels = labels or LabelSet.paper()
+    summary = ConversionSummary(kind="afew-va", unit="clip")
+    rejects = Rejects(summary)
+    folders = sorted(p for p in src.iterdir() if p.is_dir() and not p.name.startswith("."))
+    summary.inputs = len(folders)
+    given: dict[str, str] = {}
+    if labels_csv:
+        rows_in, key, label_col = read_labels_csv(Path(labels_csv), ("clip", "clip_id", "video"), label_column)
+        given = {r[key]: r[label_col] for r in rows_in}
+    mapping = map_labels(list(given.values()), labels, label_map) if given else {}
+
+    planned: list[PlannedClip] = []
+    for folder in folders:
+        jsons = sorted(folder.glob("*.json"))
+        if not jsons:
+            rejects.add(folder, "no annotation JSON")
+            continue
+        try:
+            ann = json.loads(jsons[0].read_text())
+            frames_ann = ann["frames"]
+            names = sorted(frames_ann)
+            va = [(float(frames_ann[n]["valence"]) / va_scale, float(frames_ann[n]["arousal"]) / va_scale)
+                  for n in names]
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
+            rejects.add(jsons[0], "bad annotation JSON", f"{type(e).__name__}: {e}")
+            continue
+        if not names:
+            rejects.add(folder, "bad annotation JSON", "no frames")
+            continue
+        if any(not (-1.0 <= v <= 1.0 and -1.0 <= a <= 1.0) for v, a in va):
+            rejects.add(jsons[0], "bad annotation JSON", f"V/A outside [-{va_scale}, {va_scale}]")
+            continue
+        if given:
+            if folder.name not in given:
+                rejects.add(folder, "no label in labels CSV")
+                continue
+            label = mapping[given[folder.name]]
+            if label is None:
+                rejects.add(folder, "label dropped by label map", given[folder.name])
+                continue
+        else:
+            label = _nearest_label(float(np.mean([v for v, _ in va])), float(np.mean([a for _, a in va])), labels)
+        subject = str(ann["actor"]) if ann.get("actor") else None
+        paths = []
+        for n in names:
+            hits = [p for p in folder.glob(f"{n}.*") if p.suffix.lower() in IMAGE_EXTENSIONS]
+            paths.append(hits[0] if hits else folder / f"{n}.png")
+        landmarks = [frames_ann[n].get("landmarks") for n in names]
+        planned.append(PlannedClip(folder.name, label, paths, subject_id=subject, group=subject or folder.name,
+                                   meta={"va": va, "landmarks": landmarks}))
+    summary.split_by = split_clips(planned, fractions, seed)
+    detector = detector or HaarFaceDetector(use_profile=True)
+
+    def rows() -> Iterator[dict]:
+        for clip in progress_bar(planned, "afew-va", progress):
+            images = []
+            for p in clip.paths:
+                try:
+                    images.append(read_image(p))
+                except (OSError, ValueError) as e:
+                    rejects.add(clip.paths[0].parent, "unreadable frame", f"{p.name}: {e}")
+                    break
+            else:
+                marks = clip.meta["landmarks"]
+                if all(m for m in marks):
+                    pts = [np.asarray(m, dtype=float).reshape(-1, 2) for m in marks]
+                    track = [FaceBox(int(q[:, 0].min()), int(q[:, 1].min()), max(1, int(np.ptp(q[:, 0]))),
+                                     max(1, int(np.ptp(q[:, 1])))) for q in pts]
+                else:
+                    track = face_track(images, detector)
+                if track is None:
+                    rejects.add(clip.paths[0].parent, "no face found", f"in {len(images)} frames")
+                    continue
+                summary.converted += 1
+                summary.face_found += 1
+                frames = [encode_frame(crop_face(im, b, margin=margin, size=image_size), frame_format)
+                          for im, b in zip(images, track)]
+                fv = [v for v, _ in clip.meta["va"]]
+                fa = [a for _, a in clip.meta["va"]]
+                # The apex is the frame furthest from neutral in the V/A plane.
+                peak = int(np.argmax(np.hypot(fv, fa)))
+                yield {"clip_id": clip.clip_id, "subject_id": clip.subject_id, "source": source or src.name,
+                       "split": clip.split, "frames": frames, "fps": fps, "peak_index": peak, "label": clip.label,
+                       "label_idx": labels.index(clip.label), "valence": float(np.mean(fv)),
+                       "arousal": float(np.mean(fa)), "frame_valence": fv, "frame_arousal": fa,
+                       "va_source": "annotated"}
+
+    extra = {"label_map": mapping, "label_source": "labels_csv" if given else "nearest default V/A",
+             "split_seed": seed, "split_fractions": list(fractions), "input": str(src), "va_scale": va_scale}
+    manifest = write_converted(rows(), out, labels, summary, rejects, image_size=image_size, source=source or src.name,
+                               extra=extra)
+    return manifest, summary
+
+
+def convert_afew_va_cmd(
+    src: Path = typer.Argument(..., help="Folder with one sub-folder of frames + JSON per clip."),
+    out: str = typer.Argument(..., help="Output dataset root (local path or s3://bucket/prefix)."),
+    labels_csv: Path | None = typer.Option(None, "--labels-csv", help="Optional clip,label CSV; without it the "
+                                           "label nearest the clip's mean V/A is used."),
+    label_column: str | None = typer.Option(None, "--label-column"),
+    label_map: Path | None = LABEL_MAP_OPTION,
+    labels: str | None = LABELS_OPTION,
+    va_scale: float = typer.Option(10.0, help="The JSON's V/A range is [-va_scale, va_scale]."),
+    fps: float = typer.Option(25.0, help="Frame rate of the frame folders."),
+    image_size: int = typer.Option(112),
+    margin: float = typer.Option(0.2),
+    split: str = SPLIT_OPTION,
+    seed: int = typer.Option(0),
+    frame_format: str = typer.Option("png"),
+    progress: bool = typer.Option(True, "--progress/--no-progress"),
+) -> None:
+    """Convert AFEW-VA-shaped data (per-frame valence/arousal)."""
+    run_conversion(lambda: convert_afew_va(
+        src, out, labels_csv=labels_csv, label_column=label_column, label_map=label_map,
+        labels=parse_label_set(labels), va_scale=va_scale, fps=fps, image_size=image_size, margin=margin,
+        fractions=parse_fractions(split), seed=seed, frame_format=frame_format, progress=progress), out)

@@ -1,0 +1,243 @@
+"""(a) A labelled image folder -> 1-frame clips, or sequences by a file-name pattern (CK+)."""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import typer
+
+from classemo.data.convert import (DEFAULT_FRACTIONS, IMAGE_EXTENSIONS, LABEL_MAP_OPTION, LABELS_OPTION, SPLIT_OPTION,
+                                   ConversionError, ConversionSummary, PlannedClip, Rejects, derived_va, encode_frame,
+                                   face_track, map_labels, parse_fractions, progress_bar, read_image, read_labels_csv,
+                                   run_conversion, split_clips, write_converted)
+from classemo.data.label_map import parse_label_set
+from classemo.labels import LabelSet
+
+if TYPE_CHECKING:
+    from classemo.data.faces import HaarFaceDetector
+    from classemo.data.format import Manifest
+
+
+def convert_images(
+    src: str | os.PathLike,
+    out: str,
+    *,
+    labels_csv: str | os.PathLike | None = None,
+    label_column: str | None = None,
+    pattern: str | None = None,
+    subject_pattern: str | None = None,
+    label_map: str | os.PathLike | dict | None = None,
+    labels: LabelSet | None = None,
+    image_size: int = 112,
+    margin: float = 0.2,
+    whole_image_fallback: bool = False,
+    min_face_fraction: float = 0.3,
+    fps: float = 30.0,
+    fractions: Sequence[float] = DEFAULT_FRACTIONS,
+    seed: int = 0,
+    frame_format: str = "png",
+    detector: "HaarFaceDetector | None" = None,
+    source: str | None = None,
+    progress: bool = True,
+) -> tuple["Manifest", ConversionSummary]:
+    """Convert a labelled image folder.
+
+    Args:
+        src: Image folder. Labels come from `labels_csv` (default `<src>/labels.csv` when present; image paths are
+            relative to `src` or `src/images`) or else from one sub-folder per class.
+        out: Output dataset root (local or s3://).
+        labels_csv: CSV with an `image` column and a label column.
+        label_column: Label column name (default: label, emotion, expression or class).
+        pattern: Filename regex with named groups `subject` and optionally `sequence` and `frame`: images with
+            the same subject and sequence become one clip ordered by frame number, its peak the last frame
+            (CK+ sequences run from neutral onset to apex). Without it every image is a 1-frame clip.
+        subject_pattern: Filename regex with a named group `subject`, for folders of single photos named after
+            the person (LFW's `Aaron_Peirsol_0004.jpg`: `'^(?P<subject>.+)_[^_]+$'`). Every image stays a
+            1-frame clip, but all of one person's photos land in the same split, so the test split measures
+            expressions of people the model has not seen rather than identities it has.
+        label_map: YAML path or dict mapping source labels onto `labels`.
+        labels: Target label set (default: the paper's).
+        image_size: Side of the square face crops.
+        margin: Context around the detected face, as a fraction of its side.
+        whole_image_fallback: When no face is found, keep the whole image as the crop (for photos that are
+            already face-centred crops) instead of rejecting it; counted apart from detected faces.
+        min_face_fraction: Smallest face side as a fraction of the image's shorter side, for the default
+            detector. Labelled face photos are mostly face; skipping small windows makes detection ~4x faster.
+            Lower it for photos with small faces.
+        fps: Frame rate recorded for image sequences.
+        fractions: train/val/test fractions.
+        seed: Split seed.
+        frame_format: png (lossless) or jpeg.
+        detector: Face detector (default: HaarFaceDetector tuned for face-centred photos).
+        source: Source name for the manifest (default: the folder name).
+        progress: Show a progress bar.
+    """
+    from classemo.data.faces import HaarFaceDetector, crop_face, whole_image_box
+
+    src = Path(src)
+    if not src.is_dir():
+        raise ConversionError(f"image folder {src} not found")
+    labels = labels or LabelSet.paper()
+    summary = ConversionSummary(kind="images", unit="image")
+    rejects = Rejects(summary)
+    try:
+        regex = re.compile(pattern) if pattern else None
+        subject_regex = re.compile(subject_pattern) if subject_pattern else None
+    except re.error as e:
+        raise ConversionError(f"invalid file-name pattern: {e}") from None
+    if regex is not None and "subject" not in regex.groupindex:
+        raise ConversionError(f"pattern {pattern!r} needs a named group (?P<subject>...)")
+    if subject_pattern and regex is not None:
+        raise ConversionError("give --pattern (sequences, with subjects) or --subject-pattern, not both")
+    if subject_regex is not None and "subject" not in subject_regex.groupindex:
+        raise ConversionError(f"subject pattern {subject_pattern!r} needs a named group (?P<subject>...)")
+
+    # 1. Enumerate input units: (path, source label, where it came from).
+    entries: list[tuple[Path, str, str]] = []  # path, source label, clip id
+    csv_path = Path(labels_csv) if labels_csv else (src / "labels.csv" if (src / "labels.csv").is_file() else None)
+    if csv_path is not None:
+        rows, key, label_col = read_labels_csv(csv_path, ("image", "path", "file", "filename"), label_column)
+        for r in rows:
+            rel = r[key]
+            path = next((p for p in (src / rel, src / "images" / rel, csv_path.parent / rel) if p.is_file()), src / rel)
+            entries.append((path, r[label_col], Path(rel).with_suffix("").as_posix()))
+    else:
+        for class_dir in sorted(p for p in src.iterdir() if p.is_dir() and not p.name.startswith(".")):
+            entries += [(p, class_dir.name, p.relative_to(src).with_suffix("").as_posix())
+                        for p in sorted(class_dir.rglob("*")) if p.is_file() and not p.name.startswith(".")]
+        if not entries:
+            raise ConversionError(f"{src} has no labels.csv and no class sub-folders with files")
+    summary.inputs = len(entries)
+    mapping = map_labels([lab for _, lab, _ in entries], labels, label_map)
+
+    # 2. Plan clips; reject what cannot be planned (missing, wrong type, dropped label, duplicate, no match).
+    clips: dict[str, PlannedClip] = {}
+    seen: dict[str, str] = {}  # clip id (or, in sequences, file) -> first source label
+    for path, raw_label, clip_id in entries:
+        if path.suffix.lower() not in IMAGE_EXTENSIONS:
+            rejects.add(path, "unsupported file type", path.suffix or "no extension")
+            continue
+        if not path.is_file():
+            rejects.add(path, "file not found")
+            continue
+        target = mapping[raw_label]
+        if target is None:
+            rejects.add(path, "label dropped by label map", raw_label)
+            continue
+        unit_id = clip_id if regex is None else str(path)
+        if unit_id in seen:
+            rejects.add(path, "duplicate id", f"{unit_id!r} again, label {raw_label!r} (first: {seen[unit_id]!r})")
+            continue
+        seen[unit_id] = raw_label
+        if regex is None and subject_regex is not None:
+            m = subject_regex.search(path.name)
+            if m is None:
+                rejects.add(path, "file name does not match subject pattern", subject_pattern)
+                continue
+            clips[clip_id] = PlannedClip(clip_id, target, [path], subject_id=m["subject"], group=m["subject"])
+            continue
+        if regex is None:
+            clips[clip_id] = PlannedClip(clip_id, target, [path], group=clip_id)
+            continue
+        m = regex.search(path.name)
+        if m is None:
+            rejects.add(path, "file name does not match pattern", pattern)
+            continue
+        groups = m.groupdict()
+        subject, sequence = groups["subject"], groups.get("sequence") or ""
+        clip_id = f"{subject}_{sequence}" if sequence else subject
+        clip = clips.setdefault(clip_id, PlannedClip(clip_id, target, [], subject_id=subject, group=subject))
+        frame = groups.get("frame")
+        number = int(frame) if frame and frame.isdigit() else len(clip.paths)
+        if any(number == n for n, _ in clip.meta.get("frames", [])):
+            rejects.add(path, "duplicate id", f"frame {number} of sequence {clip_id} appears twice")
+            continue
+        clip.meta.setdefault("frames", []).append((number, path))
+        clip.paths.append(path)
+        clip.meta.setdefault("labels", set()).add(target)
+    for clip in list(clips.values()):
+        if regex is None:
+            continue
+        order = sorted(clip.meta.pop("frames"), key=lambda fp: fp[0])
+        clip.paths = [p for _, p in order]
+        if len(clip.meta["labels"]) > 1:
+            for p in clip.paths:
+                rejects.add(p, "mixed labels in sequence", f"{clip.clip_id}: {sorted(clip.meta['labels'])}")
+            del clips[clip.clip_id]
+
+    planned = list(clips.values())
+    summary.split_by = split_clips(planned, fractions, seed)
+    detector = detector or HaarFaceDetector(min_rel_size=min_face_fraction, max_side=128, use_profile=True)
+
+    # 3. Decode, detect, crop and encode, streaming rows into the writer.
+    def rows() -> Iterator[dict]:
+        for clip in progress_bar(planned, "images", progress):
+            images, bad = [], []
+            for p in clip.paths:
+                try:
+                    images.append(read_image(p))
+                except (OSError, ValueError) as e:
+                    bad.append((p, str(e)))
+            for p, why in bad:
+                rejects.add(p, "unreadable image", why)
+            good_paths = [p for p in clip.paths if p not in {b for b, _ in bad}]
+            if not images:
+                continue
+            track = face_track(images, detector)
+            fallback = track is None
+            if fallback and not whole_image_fallback:
+                for p in good_paths:
+                    rejects.add(p, "no face found")
+                continue
+            if fallback:
+                track = [whole_image_box(im) for im in images]
+                summary.whole_image_fallback += len(images)
+            else:
+                summary.face_found += len(images)
+            summary.converted += len(images)
+            frames = [encode_frame(crop_face(im, box, margin=0.0 if fallback else margin, size=image_size),
+                                   frame_format) for im, box in zip(images, track)]
+            yield {"clip_id": clip.clip_id, "subject_id": clip.subject_id, "source": source or src.name,
+                   "split": clip.split, "frames": frames, "fps": fps, "peak_index": len(frames) - 1,
+                   "label": clip.label, "label_idx": labels.index(clip.label), **derived_va(clip.label, labels)}
+
+    extra = {"label_map": mapping, "split_seed": seed, "split_fractions": list(fractions), "input": str(src)}
+    manifest = write_converted(rows(), out, labels, summary, rejects, image_size=image_size, source=source or src.name,
+                               extra=extra)
+    return manifest, summary
+
+
+def convert_images_cmd(
+    src: Path = typer.Argument(..., help="Image folder: labels.csv (image,label) or one sub-folder per class."),
+    out: str = typer.Argument(..., help="Output dataset root (local path or s3://bucket/prefix)."),
+    labels_csv: Path | None = typer.Option(None, "--labels-csv", help="Labels CSV (default: <src>/labels.csv)."),
+    label_column: str | None = typer.Option(None, "--label-column", help="Label column name in the CSV."),
+    pattern: str | None = typer.Option(
+        None, "--pattern", help="Filename regex with (?P<subject>)(?P<sequence>)(?P<frame>) groups, e.g. "
+        "'S(?P<subject>\\d+)_(?P<sequence>\\d+)_(?P<frame>\\d+)' for CK+ S005_001_00000011.png."),
+    subject_pattern: str | None = typer.Option(
+        None, "--subject-pattern", help="Filename regex with a (?P<subject>) group for photos named after the "
+        "person, e.g. '^(?P<subject>.+)_[^_]+$' for Aaron_Peirsol_0004.jpg: one person's photos share a split."),
+    label_map: Path | None = LABEL_MAP_OPTION,
+    labels: str | None = LABELS_OPTION,
+    image_size: int = typer.Option(112, help="Side of the square face crops."),
+    margin: float = typer.Option(0.2, help="Context around the face, as a fraction of its side."),
+    whole_image_fallback: bool = typer.Option(False, "--whole-image-fallback/--no-whole-image-fallback",
+                                              help="Keep the whole image when no face is found (face-centred photos)."),
+    min_face_fraction: float = typer.Option(0.3, help="Smallest face side as a fraction of the image's shorter side."),
+    fps: float = typer.Option(30.0, help="Frame rate recorded for image sequences."),
+    split: str = SPLIT_OPTION,
+    seed: int = typer.Option(0, help="Split seed."),
+    frame_format: str = typer.Option("png", help="png or jpeg."),
+    progress: bool = typer.Option(True, "--progress/--no-progress"),
+) -> None:
+    """Convert a labelled image folder (faces detected with OpenCV's Haar cascades, cropped and resized)."""
+    run_conversion(lambda: convert_images(
+        src, out, labels_csv=labels_csv, label_column=label_column, pattern=pattern, subject_pattern=subject_pattern,
+        label_map=label_map, labels=parse_label_set(labels), image_size=image_size, margin=margin,
+        whole_image_fallback=whole_image_fallback, min_face_fraction=min_face_fraction, fps=fps,
+        fractions=parse_fractions(split), seed=seed, frame_format=frame_format, progress=progress), out)

@@ -1,0 +1,178 @@
+"""(b) Video clips plus a labels CSV (DAiSEE/DFEW shape) -> clips of the largest face track."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import typer
+
+from classemo.data.convert import (DEFAULT_FRACTIONS, LABEL_MAP_OPTION, LABELS_OPTION, SPLIT_OPTION, VIDEO_EXTENSIONS,
+                                   ConversionError, ConversionSummary, PlannedClip, Rejects, derived_va, encode_frame,
+                                   face_track, map_labels, parse_fractions, progress_bar, read_labels_csv,
+                                   run_conversion, split_clips, write_converted)
+from classemo.data.label_map import parse_label_set
+from classemo.labels import LabelSet
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from classemo.data.faces import HaarFaceDetector
+    from classemo.data.format import Manifest
+
+
+def _sample_video(path: Path, fps: float, max_frames: int | None) -> tuple[list["np.ndarray"], float]:
+    """Frames of a video sampled at `fps` (or every frame when the video is slower), and the effective fps."""
+    import cv2
+
+    cap = cv2.VideoCapture(str(path))
+    try:
+        if not cap.isOpened():
+            raise ValueError("could not open the video")
+        native = cap.get(cv2.CAP_PROP_FPS)
+        native = native if native and native > 0 else fps
+        step = 1.0 / min(fps, native)
+        frames, index, next_t = [], 0, 0.0
+        while max_frames is None or len(frames) < max_frames:
+            ok, frame = cap.read()
+            if not ok:
+                break
+            t = index / native
+            if t + 1e-6 >= next_t:
+                frames.append(frame)
+                next_t += step
+            index += 1
+    finally:
+        cap.release()
+    if not frames:
+        raise ValueError("no frame could be decoded")
+    return frames, min(fps, native)
+
+
+def convert_videos(
+    src: str | os.PathLike,
+    out: str,
+    *,
+    labels_csv: str | os.PathLike | None = None,
+    label_column: str | None = None,
+    label_map: str | os.PathLike | dict | None = None,
+    labels: LabelSet | None = None,
+    fps: float = 5.0,
+    window: int | None = None,
+    max_frames: int | None = 600,
+    image_size: int = 112,
+    margin: float = 0.2,
+    fractions: Sequence[float] = DEFAULT_FRACTIONS,
+    seed: int = 0,
+    frame_format: str = "png",
+    detector: "HaarFaceDetector | None" = None,
+    source: str | None = None,
+    progress: bool = True,
+) -> tuple["Manifest", ConversionSummary]:
+    """Convert video clips with a labels CSV (`video,label[,subject]`) into clips of the largest face track.
+
+    Args:
+        src: Folder of videos; CSV paths are relative to it.
+        out: Output dataset root.
+        labels_csv: CSV with a `video` column, a label column and optionally `subject` (default `<src>/labels.csv`).
+        fps: Sampling rate; slower videos keep every frame.
+        window: Frames per output clip; None writes one clip per video. A tail shorter than half a window is
+            dropped (it would be a clip of a different length scale), unless it is the video's only clip.
+        max_frames: Cap on sampled frames per video, to bound memory.
+        Other arguments as in `convert_images`.
+    """
+    from classemo.data.faces import HaarFaceDetector, crop_face
+
+    src = Path(src)
+    if not src.is_dir():
+        raise ConversionError(f"video folder {src} not found")
+    if window is not None and window < 1:
+        raise ConversionError(f"window must be >= 1 frames, got {window}")
+    labels = labels or LabelSet.paper()
+    summary = ConversionSummary(kind="videos", unit="video")
+    rejects = Rejects(summary)
+    csv_path = Path(labels_csv) if labels_csv else src / "labels.csv"
+    rows_in, key, label_col = read_labels_csv(csv_path, ("video", "path", "file", "clip"), label_column)
+    summary.inputs = len(rows_in)
+    mapping = map_labels([r[label_col] for r in rows_in], labels, label_map)
+
+    planned: list[PlannedClip] = []
+    seen: dict[str, str] = {}
+    for r in rows_in:
+        path = src / r[key]
+        vid = Path(r[key]).with_suffix("").as_posix()
+        if path.suffix.lower() not in VIDEO_EXTENSIONS:
+            rejects.add(path, "unsupported file type", path.suffix or "no extension")
+        elif not path.is_file():
+            rejects.add(path, "file not found")
+        elif mapping[r[label_col]] is None:
+            rejects.add(path, "label dropped by label map", r[label_col])
+        elif vid in seen:
+            rejects.add(path, "duplicate id", f"video id {vid!r} listed again (first: {seen[vid]})")
+        else:
+            seen[vid] = r[key]
+            subject = r.get("subject") or None
+            planned.append(PlannedClip(vid, mapping[r[label_col]], [path], subject_id=subject, group=subject or vid))
+    summary.split_by = split_clips(planned, fractions, seed)
+    if summary.split_by == "clip":
+        summary.split_by = "video"  # windows of one video always share a split
+    detector = detector or HaarFaceDetector(use_profile=True)
+
+    def rows() -> Iterator[dict]:
+        for clip in progress_bar(planned, "videos", progress):
+            path = clip.paths[0]
+            try:
+                frames, rate = _sample_video(path, fps, max_frames)
+            except (OSError, ValueError) as e:
+                rejects.add(path, "video could not be decoded", str(e))
+                continue
+            track = face_track(frames, detector)
+            if track is None:
+                rejects.add(path, "no face found", f"in {len(frames)} sampled frames")
+                continue
+            summary.converted += 1
+            summary.face_found += 1
+            crops = [encode_frame(crop_face(f, b, margin=margin, size=image_size), frame_format)
+                     for f, b in zip(frames, track)]
+            size = window or len(crops)
+            starts = [s for s in range(0, len(crops), size) if len(crops) - s >= max(1, size // 2) or s == 0]
+            for k, s in enumerate(starts):
+                part = crops[s : s + size]
+                clip_id = clip.clip_id if window is None else f"{clip.clip_id}_w{k:03d}"
+                # No apex annotation in video datasets: the middle frame stands in for the peak.
+                yield {"clip_id": clip_id, "subject_id": clip.subject_id, "source": source or src.name,
+                       "split": clip.split, "frames": part, "fps": rate, "peak_index": len(part) // 2,
+                       "label": clip.label, "label_idx": labels.index(clip.label), **derived_va(clip.label, labels)}
+
+    extra = {"label_map": mapping, "split_seed": seed, "split_fractions": list(fractions), "input": str(src),
+             "sample_fps": fps, "window": window}
+    manifest = write_converted(rows(), out, labels, summary, rejects, image_size=image_size, source=source or src.name,
+                               extra=extra)
+    return manifest, summary
+
+
+def convert_videos_cmd(
+    src: Path = typer.Argument(..., help="Folder of videos."),
+    out: str = typer.Argument(..., help="Output dataset root (local path or s3://bucket/prefix)."),
+    labels_csv: Path | None = typer.Option(None, "--labels-csv", help="CSV video,label[,subject] "
+                                           "(default: <src>/labels.csv)."),
+    label_column: str | None = typer.Option(None, "--label-column"),
+    label_map: Path | None = LABEL_MAP_OPTION,
+    labels: str | None = LABELS_OPTION,
+    fps: float = typer.Option(5.0, help="Sampling rate in frames per second."),
+    window: int | None = typer.Option(None, help="Frames per clip (default: one clip per video)."),
+    max_frames: int = typer.Option(600, help="Cap on sampled frames per video."),
+    image_size: int = typer.Option(112),
+    margin: float = typer.Option(0.2),
+    split: str = SPLIT_OPTION,
+    seed: int = typer.Option(0),
+    frame_format: str = typer.Option("png"),
+    progress: bool = typer.Option(True, "--progress/--no-progress"),
+) -> None:
+    """Convert labelled videos into clips of the largest face track."""
+    run_conversion(lambda: convert_videos(
+        src, out, labels_csv=labels_csv, label_column=label_column, label_map=label_map,
+        labels=parse_label_set(labels), fps=fps, window=window, max_frames=max_frames, image_size=image_size,
+        margin=margin, fractions=parse_fractions(split), seed=seed, frame_format=frame_format, progress=progress), out)
