@@ -15,7 +15,9 @@ track, labelled at the window's centre frame (where the timeline reports a windo
 from __future__ import annotations
 
 import json
+import logging
 import os
+from collections import deque
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -31,6 +33,8 @@ from classemo.labels import LabelSet
 if TYPE_CHECKING:
     from classemo.data.format import Manifest
     from classemo.video.detect import FaceDetector
+
+log = logging.getLogger(__name__)
 
 
 def read_annotation(path: Path, labels: LabelSet) -> list[dict]:
@@ -86,16 +90,6 @@ def match_detections(truth_boxes: np.ndarray, detections: np.ndarray, min_iou: f
         if out[g] is None and d not in out:
             out[g] = d
     return out
-
-
-def _windows(n: int, window: int, stride: int) -> list[int]:
-    """Window starts over n observations, as WindowBuffer cuts them, plus a final window covering the tail."""
-    if n < window:
-        return [0] if n else []
-    starts = list(range(0, n - window + 1, stride))
-    if starts[-1] + window < n:
-        starts.append(n - window)
-    return starts
 
 
 def convert_classroom(
@@ -180,55 +174,69 @@ def convert_classroom(
     for clip in planned:
         by_video.setdefault(clip.paths[0], []).append(clip)
 
-    def person_rows(clip: PlannedClip, seen: list[tuple[int, float, bytes]], rate: float) -> Iterator[dict]:
+    def window_row(clip: PlannedClip, part: list[tuple[int, bytes]], rate: float) -> dict:
         p = clip.meta["person"]
-        has_va = p.get("valence") is not None and p.get("arousal") is not None
-        for s in _windows(len(seen), window, stride):
-            part = seen[s : s + window]
-            centre = len(part) // 2
-            idx = [i for i, _, _ in part]
-            label = p["labels"][idx[centre]] or "neutral"
-            # The id names the window's first and last video frame, so a clip can be traced back to the video.
-            row = {"clip_id": f"{clip.clip_id}/f{idx[0]:06d}-{idx[-1]:06d}", "subject_id": clip.subject_id,
-                   "source": source or src.name, "split": clip.split, "frames": [c for _, _, c in part],
-                   "fps": rate, "peak_index": centre, "label": label, "label_idx": labels.index(label)}
-            if has_va:
-                fv = [float(p["valence"][i]) for i in idx]
-                fa = [float(p["arousal"][i]) for i in idx]
-                row.update(valence=fv[centre], arousal=fa[centre], frame_valence=fv, frame_arousal=fa,
-                           va_source="annotated")
-            else:
-                v, a = labels.default_va[label]
-                row.update(valence=v, arousal=a, frame_valence=None, frame_arousal=None, va_source="derived")
-            yield row
+        centre = len(part) // 2
+        idx = [i for i, _ in part]
+        label = p["labels"][idx[centre]] or "neutral"
+        # The id names the window's first and last video frame, so a clip can be traced back to the video.
+        row = {"clip_id": f"{clip.clip_id}/f{idx[0]:06d}-{idx[-1]:06d}", "subject_id": clip.subject_id,
+               "source": source or src.name, "split": clip.split, "frames": [c for _, c in part], "fps": rate,
+               "peak_index": centre, "label": label, "label_idx": labels.index(label)}
+        if p.get("valence") is not None and p.get("arousal") is not None:
+            fv = [float(p["valence"][i]) for i in idx]
+            fa = [float(p["arousal"][i]) for i in idx]
+            row.update(valence=fv[centre], arousal=fa[centre], frame_valence=fv, frame_arousal=fa,
+                       va_source="annotated")
+        else:
+            v, a = labels.default_va[label]
+            row.update(valence=v, arousal=a, frame_valence=None, frame_arousal=None, va_source="derived")
+        return row
 
     def rows() -> Iterator[dict]:
         for video in progress_bar(list(by_video), "videos", progress):
             clips = by_video[video]
-            seen: dict[str, list[tuple[int, float, bytes]]] = {c.clip_id: [] for c in clips}
+            # Per person, the last `window` matched crops and how many there were: windows are emitted as soon as
+            # they are full, so memory holds one window per person however long the lesson is.
+            recent = {c.clip_id: deque(maxlen=window) for c in clips}
+            count = {c.clip_id: 0 for c in clips}
+            emitted = 0
             try:
                 stream = FrameStream(video, fps=fps)
-                for index, t, frame in stream:
+                rate = min(fps, stream.info.fps or fps)
+                for index, _, frame in stream:
                     faces = det.detect(frame)
                     boxes = np.array([[b.x, b.y, b.w, b.h] for b in faces], float).reshape(-1, 4)
                     present = [c for c in clips if index < len(c.meta["person"]["boxes"])
                                and c.meta["person"]["visible"][index] and c.meta["person"]["boxes"][index]]
                     truth = np.array([c.meta["person"]["boxes"][index] for c in present], float).reshape(-1, 4)
                     for c, d in zip(present, match_detections(truth, boxes, min_iou)):
-                        if d is not None:
-                            crop = crop_face(frame, faces[d], margin=margin, size=image_size)
-                            seen[c.clip_id].append((index, t, encode_frame(crop, frame_format)))
+                        if d is None:
+                            continue
+                        crop = crop_face(frame, faces[d], margin=margin, size=image_size)
+                        recent[c.clip_id].append((index, encode_frame(crop, frame_format)))
+                        count[c.clip_id] += 1
+                        n = count[c.clip_id]
+                        if n >= window and (n - window) % stride == 0:
+                            emitted += 1
+                            yield window_row(c, list(recent[c.clip_id]), rate)
             except (VideoError, OSError, ValueError, cv2.error) as e:
-                rejects.add(video, "video could not be decoded", str(e))
-                continue
-            if not any(seen.values()):
+                if not emitted:
+                    rejects.add(video, "video could not be decoded", str(e))
+                    continue
+                log.warning("%s: stopped after %d clips: %s", video, emitted, e)
+            # The tail: a person seen fewer than `window` times gets one short window, and detections after the last
+            # full window get a final window ending at the person's last detection (as the analysis does).
+            for c in clips:
+                n = count[c.clip_id]
+                if n and (n < window or (n - window) % stride):
+                    emitted += 1
+                    yield window_row(c, list(recent[c.clip_id]), rate)
+            if not emitted:
                 rejects.add(video, "no annotated face was detected", f"{len(clips)} people annotated")
                 continue
             summary.converted += 1
             summary.face_found += 1
-            rate = min(fps, stream.info.fps or fps)
-            for c in clips:
-                yield from person_rows(c, seen[c.clip_id], rate)
 
     extra: dict[str, Any] = {"split_seed": seed, "split_fractions": list(fractions), "input": str(src),
                              "sample_fps": fps, "window": window, "stride": stride, "margin": margin,
