@@ -81,6 +81,7 @@ class UnifiedConfig:
     va_loss: str = "mse"  # "mse" or "ccc"
     label_smoothing: float = 0.0
     balance_classes: bool = True  # CE class weights from the training label counts
+    class_weight_power: float = 1.0  # weights ∝ 1 / count^power: 1 balanced, 0.5 milder for mostly-neutral footage
     stargan_per_clip: int = 1  # generated peak frames per clip for M_H (0: real peak frames only)
     stargan_real_ratio: float = 0.5  # fraction of real frames in the M_H batch
     grad_clip: float = 1.0

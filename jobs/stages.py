@@ -108,7 +108,7 @@ def unified_train_fn(config: dict[str, Any]) -> dict[str, Any]:
     module: UnifiedStep = getattr(step_model, "module", step_model)
     optimizer = torch.optim.AdamW(module.parameters(), lr=u.lr, weight_decay=u.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(u.warmup_epochs, u.epochs))
-    weights = class_weights_from_counts(config["class_counts"]) if u.balance_classes else None
+    weights = class_weights_from_counts(config["class_counts"], u.class_weight_power) if u.balance_classes else None
     loss_fn = UnifiedLoss(eta1=u.eta1, eta2=u.eta2, lambda_t=u.lambda_t, lambda_va=u.lambda_va, va_loss=u.va_loss,
                           class_weights=weights, label_smoothing=u.label_smoothing).to(device)
 

@@ -165,6 +165,13 @@ def test_class_weights_and_label_smoothing() -> None:
     assert torch.allclose(class_weights_from_counts([2, 4, 2]), torch.tensor([8 / 6, 8 / 12, 8 / 6]))
     # Mean weight per sample is 1: weighted CE keeps the unweighted scale.
     assert torch.isclose((w * counts).sum() / counts.sum(), torch.tensor(1.0))
+    # A power below 1 tempers the weights: inverse square root, still averaging 1 per sample; 0 is unweighted.
+    root = class_weights_from_counts(counts, power=0.5)
+    assert torch.allclose(root / root[0], torch.tensor([1, 3 ** -0.5, 2 ** -0.5, 1]))
+    assert torch.isclose((root * counts).sum() / counts.sum(), torch.tensor(1.0))
+    assert torch.allclose(class_weights_from_counts(counts, power=0.0), torch.ones(4))
+    with pytest.raises(ValueError, match="power"):
+        class_weights_from_counts(counts, power=2.0)
     with pytest.raises(ValueError, match=r"\[0, 4\)"):
         label_counts([0, 4], 4)
 

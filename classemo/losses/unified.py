@@ -26,8 +26,8 @@ def label_counts(labels: Sequence[int] | Tensor, num_classes: int) -> Tensor:
     return torch.bincount(labels, minlength=num_classes)
 
 
-def class_weights_from_counts(counts: Sequence[int] | Tensor) -> Tensor:
-    """Inverse-frequency class weights w_c ∝ 1 / n_c, normalised so the mean weight per sample is 1.
+def class_weights_from_counts(counts: Sequence[int] | Tensor, power: float = 1.0) -> Tensor:
+    """Inverse-frequency class weights w_c ∝ 1 / n_c^power, normalised so the mean weight per sample is 1.
 
     Without empty classes this is w_c = N / (C · n_c) (scikit-learn's "balanced"). PyTorch's weighted CE divides
     by the batch's weight sum, so the normalisation does not change the loss; it keeps the weights readable (1 = an
@@ -36,6 +36,9 @@ def class_weights_from_counts(counts: Sequence[int] | Tensor) -> Tensor:
 
     Args:
         counts: Samples per class.
+        power: 1 is fully balanced; 0.5 (inverse square root) tempers the weights for very skewed data, such as
+            classroom footage that is mostly neutral, where full balancing makes rare classes be over-predicted;
+            0 gives equal weights.
 
     Returns:
         `(C,)` float32 weights.
@@ -43,7 +46,9 @@ def class_weights_from_counts(counts: Sequence[int] | Tensor) -> Tensor:
     counts = torch.as_tensor(counts, dtype=torch.float32).flatten()
     if counts.numel() == 0 or (counts < 0).any():
         raise ValueError(f"class counts must be a non-empty list of non-negative numbers, got {counts.tolist()}")
-    weights = 1.0 / counts.clamp_min(1.0)
+    if not 0.0 <= power <= 1.0:
+        raise ValueError(f"class-weight power must be in [0, 1], got {power}")
+    weights = counts.clamp_min(1.0) ** -power
     return weights * counts.sum().clamp_min(1.0) / (weights * counts).sum().clamp_min(1e-12)
 
 
