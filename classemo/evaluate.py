@@ -26,6 +26,7 @@ def evaluate_dataset(model: str, data: str, *, split: str = "test", batch_size: 
 
     from classemo.data.format import read_manifest, read_split
     from classemo.data.transforms import decode_image, select_frame_indices
+    from classemo.faces import FaceSettings, warn_if_different
     from classemo.metrics import MetricAccumulator
     from classemo.predictor import Predictor
 
@@ -34,6 +35,8 @@ def evaluate_dataset(model: str, data: str, *, split: str = "test", batch_size: 
     if list(manifest.label_set.names) != predictor.labels:
         raise ValueError(f"model {model} predicts labels {predictor.labels}, but dataset {data} has "
                          f"{list(manifest.label_set.names)}")
+    warn_if_different(FaceSettings.from_dict(manifest.face, size=manifest.image_size), predictor.face_settings,
+                      f"evaluate {model} on {data}")
     table = read_split(data, split)
     if table.num_rows == 0:
         raise ValueError(f"split {split!r} of {data} holds no clips")

@@ -35,6 +35,7 @@ from classemo.data.transforms import (
     pad_clips,
     validate_frames,
 )
+from classemo.faces import FaceBox, FacePath, FaceSettings, as_bgr, largest_face
 from classemo.labels import LabelSet
 
 # Sub-modules that only the temporal part uses; they stay float32 when the spatial stream runs in bf16.
@@ -80,8 +81,12 @@ def checkpoint_config(
     train_config: Mapping[str, Any] | None = None,
     model_name: str | None = None,
     model_kwargs: Mapping[str, Any] | None = None,
+    face: FaceSettings | Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The unified model's checkpoint config (the contract in DESIGN.md).
+
+    `face` is how the training crops were made (the dataset manifest's `face`); inference crops the same way. A
+    config without it (older checkpoints, or training data without face settings) is read as the old Haar path.
 
     The registry name and kwargs come from the arguments when given, else from what `create_model` recorded on
     the model (`model_name`, `model_kwargs`). `num_classes`, `image_size` and `num_frames` are always taken from
@@ -99,15 +104,18 @@ def checkpoint_config(
         raise CheckpointError(
             f"{len(labels)} labels {list(labels.names)} for a model with {kwargs['num_classes']} classes"
         )
+    preprocessing: dict[str, Any] = {
+        "image_size": int(module.image_size),
+        "mean": list(cfg.get("mean", DEFAULT_MEAN)),
+        "std": list(cfg.get("std", DEFAULT_STD)),
+        "num_frames": int(module.num_frames),
+    }
+    if face is not None:
+        preprocessing["face"] = (face if isinstance(face, FaceSettings) else FaceSettings(**face)).to_dict()
     return {
         "model": {"name": name, "kwargs": kwargs},
         "labels": labels.to_list(),
-        "preprocessing": {
-            "image_size": int(module.image_size),
-            "mean": list(cfg.get("mean", DEFAULT_MEAN)),
-            "std": list(cfg.get("std", DEFAULT_STD)),
-            "num_frames": int(module.num_frames),
-        },
+        "preprocessing": preprocessing,
         "train_config": dict(train_config or {}),
     }
 
@@ -120,6 +128,7 @@ def save_model_checkpoint(
     train_config: Mapping[str, Any] | None = None,
     model_name: str | None = None,
     model_kwargs: Mapping[str, Any] | None = None,
+    face: FaceSettings | Mapping[str, Any] | None = None,
 ) -> Path:
     """Write a unified-model checkpoint that `Predictor.from_checkpoint` loads; returns the directory.
 
@@ -130,9 +139,10 @@ def save_model_checkpoint(
         train_config: The resolved training config, saved for provenance.
         model_name: Registry name; defaults to the `model_name` that `create_model` recorded.
         model_kwargs: `create_model` kwargs; defaults to the recorded `model_kwargs`.
+        face: How the training crops were made (`FaceSettings` or its dict); None for the old Haar path.
     """
     config = checkpoint_config(model, labels=labels, train_config=train_config, model_name=model_name,
-                               model_kwargs=model_kwargs)
+                               model_kwargs=model_kwargs, face=face)
     return save_checkpoint(model, config, directory)
 
 
@@ -325,6 +335,12 @@ class Predictor:
                                   f"{len(self.labels)} labels {self.labels}")
         self.info: dict[str, Any] = dict(info or {})
         self.info.setdefault("architecture", config.get("model", {}).get("name"))
+        try:
+            self.face_settings = FaceSettings.from_dict(self.preprocessing.get("face"),
+                                                        size=int(self.preprocessing["image_size"]))
+        except (TypeError, ValueError) as e:
+            raise CheckpointError(f"the checkpoint's face settings are invalid: {e}") from None
+        self._face_path: FacePath | None = None
 
     @classmethod
     def from_checkpoint(
@@ -492,6 +508,41 @@ class Predictor:
             feats, mask = pad_clips(chunk, self.num_frames)  # (B, T, D), (B, T)
             results.extend(self._temporal(feats, mask, [len(c) for c in chunk]))
         return results
+
+    # -- faces -------------------------------------------------------------------------------------------------
+
+    def face_path(self) -> FacePath:
+        """The face path of this model's training data (built on first use, then shared)."""
+        if self._face_path is None:
+            self._face_path = FacePath(self.face_settings)
+        return self._face_path
+
+    def largest_face_crops(self, images_rgb: Sequence[np.ndarray]) -> list[tuple[np.ndarray, FaceBox | None]]:
+        """Per whole RGB image, the crop of its largest face (RGB) and its box; an image without a face is kept
+        whole, with None for the box.
+
+        Raises:
+            FaceInputError: for an image the face path cannot read.
+        """
+        path = self.face_path()
+        out: list[tuple[np.ndarray, FaceBox | None]] = []
+        for image in images_rgb:
+            bgr = as_bgr(image[:, :, ::-1] if image.ndim == 3 and image.shape[2] == 3 else image)
+            box = largest_face(path.detect(bgr))
+            crop = image if box is None else path.crop(bgr, box)[0][:, :, ::-1]
+            out.append((np.ascontiguousarray(crop), box))
+        return out
+
+    def predict_image(self, image_bgr: np.ndarray) -> list[tuple[FaceBox, ClipPrediction]]:
+        """Every face of a photo, through the model's face path, as a 1-frame clip: `(box, prediction)`, largest
+        face first; an empty list for a photo without faces.
+
+        Raises:
+            FaceInputError: for an image the face path cannot read (empty, wrong dtype or channels).
+        """
+        faces = self.face_path().faces(image_bgr)
+        preds = self.predict([[np.ascontiguousarray(f.crop[:, :, ::-1])] for f in faces]) if faces else []
+        return [(f.box, p) for f, p in zip(faces, preds)]
 
     def __repr__(self) -> str:
         return (f"Predictor({self.info.get('architecture')}, labels={self.labels}, device={self.device}, "

@@ -153,7 +153,7 @@ def unified_train_fn(config: dict[str, Any]) -> dict[str, Any]:
             checkpoint = None
             if rank == 0:
                 save_model_checkpoint(module.model, Path(tmp) / MODEL_DIR, labels=labels,
-                                      train_config=job.to_dict())
+                                      train_config=job.to_dict(), face=config.get("face"))
                 torch.save({"model": module.model.state_dict(), "optimizer": optimizer.state_dict(),
                             "scheduler": scheduler.state_dict(), "epoch": epoch, "history": history},
                            Path(tmp) / TRAIN_STATE)

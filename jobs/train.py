@@ -136,15 +136,20 @@ def _split_id(info: Any, split: str) -> str:
     return f"{info.root}#{split}:{hashlib.sha1(blob.encode()).hexdigest()[:12]}"
 
 
-def _load_resume_state(cfg: JobConfig, labels: Any) -> Any:
-    """State dict of `unified.resume_from`, checked against the dataset's labels and the model config."""
+def _load_resume_state(cfg: JobConfig, manifest: Any) -> Any:
+    """State dict of `unified.resume_from`, checked against the dataset's labels and the model config; a model whose
+    face crops were made differently from the dataset's gets a warning."""
     import torch
 
     from classemo.checkpoint import CheckpointError
+    from classemo.faces import FaceSettings, warn_if_different
     from classemo.predictor import Predictor
 
+    labels = manifest.label_set
+
     try:
-        predictor = Predictor.from_checkpoint(cfg.unified.resume_from, device="cpu")
+        # float32: "auto" could pick bf16 on this CPU and round the weights before training continues.
+        predictor = Predictor.from_checkpoint(cfg.unified.resume_from, device="cpu", dtype="float32")
     except (CheckpointError, OSError, ValueError) as e:
         raise JobError(f"cannot resume from {cfg.unified.resume_from}: {e}") from None
     if list(predictor.labels) != list(labels.names):
@@ -153,6 +158,8 @@ def _load_resume_state(cfg: JobConfig, labels: Any) -> Any:
     name = predictor.config["model"]["name"]
     if name != cfg.unified.model:
         raise JobError(f"--resume-from model is a {name!r}, the config asks for {cfg.unified.model!r}")
+    warn_if_different(FaceSettings.from_dict(manifest.face, size=manifest.image_size), predictor.face_settings,
+                      f"--resume-from {cfg.unified.resume_from} on {cfg.data.root}")
     return {k: v.detach().cpu() for k, v in predictor.model.state_dict().items() if isinstance(v, torch.Tensor)}
 
 
@@ -249,7 +256,7 @@ def run_training(cfg: JobConfig, info: Any = None, *, generator_dir: str = "", p
     init_ray(cfg)
     quiet_data()
     d = cfg.data
-    init_state = ray.put(_load_resume_state(cfg, labels)) if cfg.unified.resume_from else None
+    init_state = ray.put(_load_resume_state(cfg, info.manifest)) if cfg.unified.resume_from else None
     generator = ray.put(pack_dir(generator_dir)) if generator_dir else None
     if not generator_dir:
         print("[classemo] no StarGAN generator: M_H uses the real peak frames only", flush=True)
@@ -264,7 +271,7 @@ def run_training(cfg: JobConfig, info: Any = None, *, generator_dir: str = "", p
         cfg, train_fn=unified_train_fn, datasets={"train": train, **val},
         train_loop_config={"job": cfg.to_dict(), "labels": labels.to_list(), "class_counts": counts,
                            "tracking_uri": cfg.run.tracking_uri, "mlflow_run_id": run_id,
-                           "init_state": init_state, "generator": generator},
+                           "init_state": init_state, "generator": generator, "face": info.manifest.face},
         name=name or f"{cfg.run.name}-unified-{int(time.time())}", metric="val_accuracy", callbacks=callbacks,
     )
     return _stage_result(trainer.fit(), "val_accuracy", run_id)
@@ -398,7 +405,7 @@ def run_job(cfg: JobConfig) -> dict[str, Any]:
     if not (cfg.stargan.enabled or cfg.unified.enabled):
         raise JobError("both stages are disabled (stargan.enabled=false, unified.enabled=false): nothing to do")
     if cfg.unified.resume_from:
-        _load_resume_state(cfg, info.manifest.label_set)  # fail before any training starts
+        _load_resume_state(cfg, info.manifest)  # fail before any training starts
     init_ray(cfg)
     mlflow.set_tracking_uri(cfg.run.tracking_uri)
     mlflow.set_experiment(cfg.run.experiment)

@@ -153,6 +153,13 @@ class ClassEmoModel:
                 "num_frames": int(p.num_frames), "device": str(p.device),
                 "dtype": str(p.dtype).removeprefix("torch."), "dtype_calibration": p.dtype_calibration}
 
+    async def crop_faces(self, frames: list[np.ndarray]) -> tuple[list[np.ndarray], list[dict[str, int] | None]]:
+        """The largest face of each whole RGB frame, cropped by this model's face path (its training data's detector,
+        alignment, margin and size); a frame without a face is used whole, with None for its box."""
+        found = await asyncio.to_thread(self._predictor.largest_face_crops, frames)
+        return [c for c, _ in found], [None if b is None else {"x": b.x, "y": b.y, "w": b.w, "h": b.h}
+                                       for _, b in found]
+
     def stats(self) -> dict[str, Any]:
         """Batch sizes this replica has run (GET /v1/stats)."""
         cfg = self._config
@@ -263,18 +270,6 @@ def _decode_frame(text: str, where: str, args: ServeArgs) -> np.ndarray:
     return image
 
 
-def _crop_faces(frames: list[np.ndarray], detector: Any) -> tuple[list[np.ndarray], list[FaceBoxOut | None]]:
-    """Largest face of each whole frame; a frame without a face is used whole (and reported as null)."""
-    from classemo.data.faces import crop_face, largest_face
-
-    crops, boxes = [], []
-    for frame in frames:
-        box = largest_face(detector.detect(frame[:, :, ::-1]))  # the detector takes BGR
-        crops.append(frame if box is None else crop_face(frame, box))
-        boxes.append(None if box is None else FaceBoxOut(x=box.x, y=box.y, w=box.w, h=box.h))
-    return crops, boxes
-
-
 def _unavailable(e: Exception) -> HTTPException:
     """503 with Retry-After for load shedding or a replica that is being replaced."""
     retry = str(max(1, round(app.state.retry_after_s)))
@@ -301,7 +296,6 @@ class APIGateway:
         self._args = ServeArgs.model_validate(args)
         self._debug = self._args.debug_routes or os.environ.get(DEBUG_ENV) == "1"
         self._jobs: OrderedDict[str, VideoJob] = OrderedDict()
-        self._detector = None
         app.state.max_body_bytes = self._args.max_body_bytes
         app.state.max_video_bytes = self._args.max_video_bytes
         app.state.retry_after_s = self._args.retry_after_s
@@ -312,17 +306,14 @@ class APIGateway:
         except (BackPressureError, DeploymentUnavailableError, RayActorError) as e:
             raise _unavailable(e) from None
 
-    def _decode_clip(self, clip: ClipIn, index: int, detect_faces: bool) -> tuple[list[np.ndarray], list | None]:
+    def _decode_clip(self, clip: ClipIn, index: int) -> list[np.ndarray]:
         if not clip.frames:
             raise HTTPException(422, f"clip {index} has zero frames; a clip needs at least one")
-        frames = [_decode_frame(f, f"clip {index}, frame {j}", self._args) for j, f in enumerate(clip.frames)]
-        if not detect_faces:
-            return frames, None
-        if self._detector is None:
-            from classemo.data.faces import HaarFaceDetector
+        return [_decode_frame(f, f"clip {index}, frame {j}", self._args) for j, f in enumerate(clip.frames)]
 
-            self._detector = HaarFaceDetector()
-        return _crop_faces(frames, self._detector)
+    async def _crop_faces(self, frames: list[np.ndarray]) -> tuple[list[np.ndarray], list[FaceBoxOut | None]]:
+        crops, boxes = await self._call("crop_faces", frames)
+        return crops, [None if b is None else FaceBoxOut(**b) for b in boxes]
 
     @app.post("/v1/clips", response_model=ClipsResponse, responses=ERRORS)
     async def predict_clips(self, body: ClipsRequest) -> ClipsResponse:
@@ -332,8 +323,11 @@ class APIGateway:
         if len(body.clips) > self._args.max_clips_per_request:
             raise HTTPException(422, f"{len(body.clips)} clips in one request; the limit is "
                                      f"{self._args.max_clips_per_request}")
-        decoded = await asyncio.to_thread(
-            lambda: [self._decode_clip(c, i, body.detect_faces) for i, c in enumerate(body.clips)])
+        clips = await asyncio.to_thread(lambda: [self._decode_clip(c, i) for i, c in enumerate(body.clips)])
+        if body.detect_faces:
+            decoded = await asyncio.gather(*[self._crop_faces(frames) for frames in clips])
+        else:
+            decoded = [(frames, None) for frames in clips]
         outs = await asyncio.gather(*[self._call("predict", frames) for frames, _ in decoded])
         errors = [f"clip {i}: {o['error']}" for i, o in enumerate(outs) if "error" in o]
         if errors:

@@ -89,7 +89,8 @@ class ClipsRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     clips: list[ClipIn] = Field(..., description="One or more clips")
-    detect_faces: bool = Field(False, description="Frames are whole images: crop the largest face of each first")
+    detect_faces: bool = Field(False, description="Frames are whole images: crop the largest face of each first, "
+                               "with the model's face path (its training data's detector, alignment and margin)")
 
 
 class FaceBoxOut(BaseModel):

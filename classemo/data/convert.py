@@ -34,8 +34,8 @@ from classemo.labels import LabelSet
 if TYPE_CHECKING:
     import numpy as np
 
-    from classemo.data.faces import FaceBox, HaarFaceDetector
     from classemo.data.format import Manifest
+    from classemo.faces import FaceBox, FacePath, FaceSettings
 
 CONVERTER_VERSION = "1"
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"})
@@ -201,7 +201,7 @@ def encode_frame(image: "np.ndarray", frame_format: str) -> bytes:
 
 
 def face_track(
-    frames: Sequence["np.ndarray"], detector: "HaarFaceDetector", *, min_iou: float = 0.2
+    frames: Sequence["np.ndarray"], faces: "FacePath", *, min_iou: float = 0.2
 ) -> list["FaceBox"] | None:
     """The largest face's track through a sequence: one box per frame, or None when no frame has a face.
 
@@ -209,7 +209,7 @@ def face_track(
     frame the detection that overlaps the previous box most (at least `min_iou`); a frame without one keeps the
     previous box, since faces in a clip move little between sampled frames.
     """
-    detections = [detector.detect(f) for f in frames]
+    detections = [faces.detect(f) for f in frames]
     start = max(range(len(frames)), key=lambda i: max((b.area for b in detections[i]), default=-1))
     if not detections[start]:
         return None
@@ -233,7 +233,7 @@ def derived_va(label: str, labels: LabelSet) -> dict[str, Any]:
 
 def write_converted(
     rows: Iterator[dict], out: str, labels: LabelSet, summary: ConversionSummary, rejects: Rejects, *,
-    image_size: int, source: str, extra: dict[str, Any],
+    image_size: int, source: str, extra: dict[str, Any], face: "FaceSettings",
 ) -> "Manifest":
     from classemo.data.format import write_dataset
 
@@ -246,7 +246,8 @@ def write_converted(
     # write_dataset consumes rows lazily, so the summary is complete only after it returns; the manifest is
     # then rewritten with the final summary (cheap: one small JSON).
     manifest = write_dataset(counted(), out, labels, image_size=image_size, source=source,
-                             converter_version=f"{summary.kind}/{CONVERTER_VERSION}", extra=extra)
+                             converter_version=f"{summary.kind}/{CONVERTER_VERSION}", extra=extra,
+                             face=face.to_dict())
     rejects.write(out)
     manifest.extra["conversion"] = summary.to_dict()
     from classemo.data.format import MANIFEST_NAME, open_filesystem
@@ -302,6 +303,34 @@ convert_app = typer.Typer(help="Convert image folders, videos, AFEW-VA data or a
 LABEL_MAP_OPTION = typer.Option(None, "--label-map", help="YAML mapping source labels onto the label set (null drops).")
 LABELS_OPTION = typer.Option(None, "--labels", help="Comma-separated custom label set (default: the paper's 7).")
 SPLIT_OPTION = typer.Option("0.8,0.1,0.1", "--split", help="train,val,test fractions.")
+DETECTOR_OPTION = typer.Option("yunet", "--detector", help="Face detector: yunet (five landmarks, shipped in the "
+                               "package), haar or haar-profile (OpenCV's cascades, boxes only).")
+ALIGN_OPTION = typer.Option(True, "--align/--no-align", help="Align crops on YuNet's five landmarks (eyes level). "
+                            "Haar gives no landmarks: it needs --no-align.")
+YUNET_MODEL_OPTION = typer.Option(None, "--yunet-model", help="Your own YuNet ONNX file (default: the packaged one).")
+
+
+def converter_face_path(detector: str, align: bool, margin: float, size: int,
+                        yunet_model: "os.PathLike | str | None" = None, **haar_kwargs: Any) -> "FacePath":
+    """The converters' face path from their options.
+
+    Haar with alignment left on means no alignment, since a user who picks Haar asks for the old boxes; the converters'
+    Haar is `HaarFaceDetector` with the profile cascade and a padded second pass, tuned for face-centred photos and
+    clips (`haar_kwargs` tune it further).
+
+    Raises:
+        ConversionError: for an unknown detector, invalid margin or size, or a YuNet file that does not load.
+    """
+    from classemo.faces import FacePath, FaceSettings
+    from classemo.faces.haar import HaarFaceDetector
+
+    try:
+        face = FaceSettings(detector=detector, align=align and detector == "yunet", margin=margin, size=size,
+                            model_path=str(yunet_model) if yunet_model else None)
+        haar = None if face.detector == "yunet" else HaarFaceDetector(use_profile=True, **haar_kwargs)
+        return FacePath(face, detector=haar)
+    except (ValueError, FileNotFoundError) as e:
+        raise ConversionError(str(e)) from None
 
 
 def parse_fractions(text: str) -> tuple[float, float, float]:

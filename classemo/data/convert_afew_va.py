@@ -10,16 +10,29 @@ from typing import TYPE_CHECKING
 
 import typer
 
-from classemo.data.convert import (DEFAULT_FRACTIONS, IMAGE_EXTENSIONS, LABEL_MAP_OPTION, LABELS_OPTION, SPLIT_OPTION,
-                                   ConversionError, ConversionSummary, PlannedClip, Rejects, encode_frame, face_track,
+from classemo.data.convert import (ALIGN_OPTION, DEFAULT_FRACTIONS, DETECTOR_OPTION, IMAGE_EXTENSIONS, LABEL_MAP_OPTION,
+                                   LABELS_OPTION, SPLIT_OPTION, YUNET_MODEL_OPTION, ConversionError,
+                                   ConversionSummary, PlannedClip, Rejects, converter_face_path, encode_frame,
+                                   face_track,
                                    map_labels, parse_fractions, progress_bar, read_image, read_labels_csv,
                                    run_conversion, split_clips, write_converted)
 from classemo.data.label_map import parse_label_set
 from classemo.labels import LabelSet
 
 if TYPE_CHECKING:
-    from classemo.data.faces import HaarFaceDetector
+    import numpy as np
+
     from classemo.data.format import Manifest
+    from classemo.faces import FacePath
+
+
+def five_points(points: "np.ndarray") -> tuple[tuple[float, float], ...] | None:
+    """YuNet's five landmarks (right eye, left eye, nose tip, right and left mouth corner) from the 68-point iBUG
+    layout that AFEW-VA uses; None for any other layout (the box crop is used then)."""
+    if len(points) != 68:
+        return None
+    five = [points[36:42].mean(0), points[42:48].mean(0), points[30], points[48], points[54]]
+    return tuple((float(x), float(y)) for x, y in five)
 
 
 def _nearest_label(valence: float, arousal: float, labels: LabelSet) -> str:
@@ -45,15 +58,18 @@ def convert_afew_va(
     fractions: Sequence[float] = DEFAULT_FRACTIONS,
     seed: int = 0,
     frame_format: str = "png",
-    detector: "HaarFaceDetector | None" = None,
+    detector: str = "yunet",
+    align: bool = True,
+    yunet_model: str | os.PathLike | None = None,
+    faces: "FacePath | None" = None,
     source: str | None = None,
     progress: bool = True,
 ) -> tuple["Manifest", ConversionSummary]:
     """Convert AFEW-VA-shaped data: `<src>/<clip>/<frame>.png` plus `<src>/<clip>/<clip>.json`.
 
     The JSON holds `{"actor": ..., "frames": {"00000": {"valence": v, "arousal": a, "landmarks": [[x, y], ...]}}}`
-    with V/A on [-va_scale, va_scale] (AFEW-VA uses -10..10). Landmarks, when present, give the face box; else
-    the Haar face track does. A clip with any unreadable or missing frame is rejected whole, so a clip's frames
+    with V/A on [-va_scale, va_scale] (AFEW-VA uses -10..10). Landmarks, when present, give the face box (and, for
+    68-point landmarks, the five points that aligned crops use); else the detector's face track does. A clip with any unreadable or missing frame is rejected whole, so a clip's frames
     and its per-frame V/A always line up.
 
     Args:
@@ -64,7 +80,7 @@ def convert_afew_va(
     """
     import numpy as np
 
-    from classemo.data.faces import FaceBox, HaarFaceDetector, crop_face
+    from classemo.faces import FaceBox
 
     src = Path(src)
     if not src.is_dir():
@@ -120,7 +136,7 @@ def convert_afew_va(
         planned.append(PlannedClip(folder.name, label, paths, subject_id=subject, group=subject or folder.name,
                                    meta={"va": va, "landmarks": landmarks}))
     summary.split_by = split_clips(planned, fractions, seed)
-    detector = detector or HaarFaceDetector(use_profile=True)
+    faces = faces or converter_face_path(detector, align, margin, image_size, yunet_model)
 
     def rows() -> Iterator[dict]:
         for clip in progress_bar(planned, "afew-va", progress):
@@ -136,16 +152,15 @@ def convert_afew_va(
                 if all(m for m in marks):
                     pts = [np.asarray(m, dtype=float).reshape(-1, 2) for m in marks]
                     track = [FaceBox(int(q[:, 0].min()), int(q[:, 1].min()), max(1, int(np.ptp(q[:, 0]))),
-                                     max(1, int(np.ptp(q[:, 1])))) for q in pts]
+                                     max(1, int(np.ptp(q[:, 1]))), landmarks=five_points(q)) for q in pts]
                 else:
-                    track = face_track(images, detector)
+                    track = face_track(images, faces)
                 if track is None:
                     rejects.add(clip.paths[0].parent, "no face found", f"in {len(images)} frames")
                     continue
                 summary.converted += 1
                 summary.face_found += 1
-                frames = [encode_frame(crop_face(im, b, margin=margin, size=image_size), frame_format)
-                          for im, b in zip(images, track)]
+                frames = [encode_frame(faces.crop(im, b)[0], frame_format) for im, b in zip(images, track)]
                 fv = [v for v, _ in clip.meta["va"]]
                 fa = [a for _, a in clip.meta["va"]]
                 # The apex is the frame furthest from neutral in the V/A plane.
@@ -159,7 +174,7 @@ def convert_afew_va(
     extra = {"label_map": mapping, "label_source": "labels_csv" if given else "nearest default V/A",
              "split_seed": seed, "split_fractions": list(fractions), "input": str(src), "va_scale": va_scale}
     manifest = write_converted(rows(), out, labels, summary, rejects, image_size=image_size, source=source or src.name,
-                               extra=extra)
+                               extra=extra, face=faces.settings)
     return manifest, summary
 
 
@@ -175,6 +190,9 @@ def convert_afew_va_cmd(
     fps: float = typer.Option(25.0, help="Frame rate of the frame folders."),
     image_size: int = typer.Option(112),
     margin: float = typer.Option(0.2),
+    detector: str = DETECTOR_OPTION,
+    align: bool = ALIGN_OPTION,
+    yunet_model: Path | None = YUNET_MODEL_OPTION,
     split: str = SPLIT_OPTION,
     seed: int = typer.Option(0),
     frame_format: str = typer.Option("png"),
@@ -184,4 +202,5 @@ def convert_afew_va_cmd(
     run_conversion(lambda: convert_afew_va(
         src, out, labels_csv=labels_csv, label_column=label_column, label_map=label_map,
         labels=parse_label_set(labels), va_scale=va_scale, fps=fps, image_size=image_size, margin=margin,
+        detector=detector, align=align, yunet_model=yunet_model,
         fractions=parse_fractions(split), seed=seed, frame_format=frame_format, progress=progress), out)

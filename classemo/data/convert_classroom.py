@@ -6,7 +6,7 @@ writes as its ground truth, and what an annotation tool's per-person tracks expo
 
 The faces are not cropped from the annotated boxes. Each sampled frame goes through the video pipeline's own face
 detector, and an annotated person takes the detection that overlaps their box most (IoU >= `min_iou`); the crop
-uses that detection and the pipeline's margin. So the training clips have the scale, jitter and misses that
+is the face path's (`classemo.faces.FacePath`: aligned on YuNet's landmarks by default), with the pipeline's margin. So the training clips have the scale, jitter and misses that
 inference will have, which is what a model meant for `classemo analyze` must learn from. A person's matched frames
 are then cut into windows of `window` consecutive detections, as `classemo.video.windows.WindowBuffer` cuts a
 track, labelled at the window's centre frame (where the timeline reports a window).
@@ -25,14 +25,15 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import typer
 
-from classemo.data.convert import (DEFAULT_FRACTIONS, VIDEO_EXTENSIONS, ConversionError, ConversionSummary, PlannedClip,
-                                   Rejects, encode_frame, parse_fractions, progress_bar, run_conversion, split_clips,
+from classemo.data.convert import (ALIGN_OPTION, DEFAULT_FRACTIONS, DETECTOR_OPTION, VIDEO_EXTENSIONS,
+                                   YUNET_MODEL_OPTION, ConversionError, ConversionSummary, PlannedClip, Rejects,
+                                   encode_frame, parse_fractions, progress_bar, run_conversion, split_clips,
                                    write_converted)
 from classemo.labels import LabelSet
 
 if TYPE_CHECKING:
     from classemo.data.format import Manifest
-    from classemo.video.detect import FaceDetector
+    from classemo.faces import FacePath
 
 log = logging.getLogger(__name__)
 
@@ -106,7 +107,10 @@ def convert_classroom(
     fractions: Sequence[float] = DEFAULT_FRACTIONS,
     seed: int = 0,
     frame_format: str = "png",
-    detector: "FaceDetector | str" = "haar",
+    detector: str = "yunet",
+    align: bool = True,
+    yunet_model: str | os.PathLike | None = None,
+    faces: "FacePath | None" = None,
     source: str | None = None,
     progress: bool = True,
 ) -> tuple["Manifest", ConversionSummary]:
@@ -125,7 +129,11 @@ def convert_classroom(
         fractions: train/val/test fractions; people are split by subject_id (or by person within a video).
         seed: Split seed.
         frame_format: png or jpeg.
-        detector: The face detector (a `FaceDetector` or a name for `make_detector`): the one analysis will use.
+        detector: yunet (default), haar or haar-profile: the one analysis will use (`classemo analyze` takes the
+            model's face settings, which training copies from this dataset's manifest).
+        align: Align crops on YuNet's five landmarks (ignored for Haar).
+        yunet_model: A YuNet ONNX file of your own (default: the packaged one).
+        faces: A ready `FacePath` to use instead of the three options above.
         source: Dataset origin for the manifest (default: the folder's name).
         progress: Show a progress bar over videos.
 
@@ -134,9 +142,8 @@ def convert_classroom(
     """
     import cv2
 
-    from classemo.data.faces import crop_face
+    from classemo.faces import FacePath, FaceSettings
     from classemo.video.decode import FrameStream, VideoError
-    from classemo.video.detect import make_detector
 
     src = Path(src)
     if not src.is_dir():
@@ -151,7 +158,12 @@ def convert_classroom(
         raise ConversionError(f"no videos ({', '.join(sorted(VIDEO_EXTENSIONS))}) in {src}")
     summary = ConversionSummary(kind="classroom", unit="video", inputs=len(videos))
     rejects = Rejects(summary)
-    det = make_detector(detector) if isinstance(detector, str) else detector
+    if faces is None:
+        try:
+            faces = FacePath(FaceSettings(detector=detector, align=align and detector == "yunet", margin=margin,
+                                          size=image_size, model_path=str(yunet_model) if yunet_model else None))
+        except (ValueError, FileNotFoundError) as e:
+            raise ConversionError(str(e)) from None
 
     # Splits are planned from the annotations alone (one planned "clip" per person), before any frame is decoded.
     planned: list[PlannedClip] = []
@@ -205,15 +217,15 @@ def convert_classroom(
                 stream = FrameStream(video, fps=fps)
                 rate = min(fps, stream.info.fps or fps)
                 for index, _, frame in stream:
-                    faces = det.detect(frame)
-                    boxes = np.array([[b.x, b.y, b.w, b.h] for b in faces], float).reshape(-1, 4)
+                    found = faces.detect(frame)
+                    boxes = np.array([[b.x, b.y, b.w, b.h] for b in found], float).reshape(-1, 4)
                     present = [c for c in clips if index < len(c.meta["person"]["boxes"])
                                and c.meta["person"]["visible"][index] and c.meta["person"]["boxes"][index]]
                     truth = np.array([c.meta["person"]["boxes"][index] for c in present], float).reshape(-1, 4)
                     for c, d in zip(present, match_detections(truth, boxes, min_iou)):
                         if d is None:
                             continue
-                        crop = crop_face(frame, faces[d], margin=margin, size=image_size)
+                        crop, _ = faces.crop(frame, found[d])
                         recent[c.clip_id].append((index, encode_frame(crop, frame_format)))
                         count[c.clip_id] += 1
                         n = count[c.clip_id]
@@ -240,9 +252,9 @@ def convert_classroom(
 
     extra: dict[str, Any] = {"split_seed": seed, "split_fractions": list(fractions), "input": str(src),
                              "sample_fps": fps, "window": window, "stride": stride, "margin": margin,
-                             "min_iou": min_iou, "detector": type(det).__name__}
+                             "min_iou": min_iou, "detector": type(faces.detector).__name__}
     manifest = write_converted(rows(), out, labels, summary, rejects, image_size=image_size, source=source or src.name,
-                               extra=extra)
+                               extra=extra, face=faces.settings)
     return manifest, summary
 
 
@@ -253,7 +265,10 @@ def convert_classroom_cmd(
     window: int = typer.Option(4, help="Frames per clip: the model's num_frames."),
     stride: int = typer.Option(2, help="Detections between window starts."),
     image_size: int = typer.Option(48, help="Side of the stored face crops."),
-    margin: float = typer.Option(0.2, help="Context around the face, as `classemo analyze --crop-margin`."),
+    margin: float = typer.Option(0.2, help="Context around the face, as a fraction of its side."),
+    detector: str = DETECTOR_OPTION,
+    align: bool = ALIGN_OPTION,
+    yunet_model: Path | None = YUNET_MODEL_OPTION,
     min_iou: float = typer.Option(0.3, help="Overlap a detection needs with an annotated box."),
     split: str = typer.Option("0.8,0.1,0.1", "--split", help="train,val,test fractions."),
     seed: int = typer.Option(0, help="Split seed."),
@@ -263,4 +278,5 @@ def convert_classroom_cmd(
     """Convert annotated classroom videos into face clips cut by the analysis pipeline's own detector."""
     run_conversion(lambda: convert_classroom(
         src, out, fps=fps, window=window, stride=stride, image_size=image_size, margin=margin, min_iou=min_iou,
+        detector=detector, align=align, yunet_model=yunet_model,
         fractions=parse_fractions(split), seed=seed, frame_format=frame_format, progress=progress), out)

@@ -10,16 +10,17 @@ from typing import TYPE_CHECKING
 
 import typer
 
-from classemo.data.convert import (DEFAULT_FRACTIONS, IMAGE_EXTENSIONS, LABEL_MAP_OPTION, LABELS_OPTION, SPLIT_OPTION,
-                                   ConversionError, ConversionSummary, PlannedClip, Rejects, derived_va, encode_frame,
-                                   face_track, map_labels, parse_fractions, progress_bar, read_image, read_labels_csv,
+from classemo.data.convert import (ALIGN_OPTION, DEFAULT_FRACTIONS, DETECTOR_OPTION, IMAGE_EXTENSIONS, LABEL_MAP_OPTION,
+                                   LABELS_OPTION, SPLIT_OPTION, YUNET_MODEL_OPTION, ConversionError, ConversionSummary,
+                                   PlannedClip, Rejects, derived_va, encode_frame, converter_face_path, face_track,
+                                   map_labels, parse_fractions, progress_bar, read_image, read_labels_csv,
                                    run_conversion, split_clips, write_converted)
 from classemo.data.label_map import parse_label_set
 from classemo.labels import LabelSet
 
 if TYPE_CHECKING:
-    from classemo.data.faces import HaarFaceDetector
     from classemo.data.format import Manifest
+    from classemo.faces import FacePath
 
 
 def convert_images(
@@ -40,7 +41,10 @@ def convert_images(
     fractions: Sequence[float] = DEFAULT_FRACTIONS,
     seed: int = 0,
     frame_format: str = "png",
-    detector: "HaarFaceDetector | None" = None,
+    detector: str = "yunet",
+    align: bool = True,
+    yunet_model: str | os.PathLike | None = None,
+    faces: "FacePath | None" = None,
     source: str | None = None,
     progress: bool = True,
 ) -> tuple["Manifest", ConversionSummary]:
@@ -65,18 +69,21 @@ def convert_images(
         margin: Context around the detected face, as a fraction of its side.
         whole_image_fallback: When no face is found, keep the whole image as the crop (for photos that are
             already face-centred crops) instead of rejecting it; counted apart from detected faces.
-        min_face_fraction: Smallest face side as a fraction of the image's shorter side, for the default
-            detector. Labelled face photos are mostly face; skipping small windows makes detection ~4x faster.
-            Lower it for photos with small faces.
+        min_face_fraction: Haar only: smallest face side as a fraction of the image's shorter side. Labelled face
+            photos are mostly face; skipping small windows makes the cascade ~4x faster. Lower it for small faces.
         fps: Frame rate recorded for image sequences.
         fractions: train/val/test fractions.
         seed: Split seed.
         frame_format: png (lossless) or jpeg.
-        detector: Face detector (default: HaarFaceDetector tuned for face-centred photos).
+        detector: yunet (default: five landmarks, aligned crops), haar or haar-profile (both run OpenCV's frontal
+            and profile cascades, tuned for face-centred photos; unaligned crops).
+        align: Align YuNet crops on the five landmarks (eyes level); ignored for Haar.
+        yunet_model: A YuNet ONNX file of your own (default: the packaged one).
+        faces: A ready `FacePath` to use instead of the three options above.
         source: Source name for the manifest (default: the folder name).
         progress: Show a progress bar.
     """
-    from classemo.data.faces import HaarFaceDetector, crop_face, whole_image_box
+    from classemo.faces import crop_face, whole_image_box
 
     src = Path(src)
     if not src.is_dir():
@@ -171,7 +178,8 @@ def convert_images(
 
     planned = list(clips.values())
     summary.split_by = split_clips(planned, fractions, seed)
-    detector = detector or HaarFaceDetector(min_rel_size=min_face_fraction, max_side=128, use_profile=True)
+    faces = faces or converter_face_path(detector, align, margin, image_size, yunet_model,
+                                         min_rel_size=min_face_fraction, max_side=128)
 
     # 3. Decode, detect, crop and encode, streaming rows into the writer.
     def rows() -> Iterator[dict]:
@@ -187,7 +195,7 @@ def convert_images(
             good_paths = [p for p in clip.paths if p not in {b for b, _ in bad}]
             if not images:
                 continue
-            track = face_track(images, detector)
+            track = face_track(images, faces)
             fallback = track is None
             if fallback and not whole_image_fallback:
                 for p in good_paths:
@@ -199,15 +207,16 @@ def convert_images(
             else:
                 summary.face_found += len(images)
             summary.converted += len(images)
-            frames = [encode_frame(crop_face(im, box, margin=0.0 if fallback else margin, size=image_size),
-                                   frame_format) for im, box in zip(images, track)]
+            crops = ([crop_face(im, box, margin=0.0, size=image_size) for im, box in zip(images, track)] if fallback
+                     else [faces.crop(im, box)[0] for im, box in zip(images, track)])
+            frames = [encode_frame(c, frame_format) for c in crops]
             yield {"clip_id": clip.clip_id, "subject_id": clip.subject_id, "source": source or src.name,
                    "split": clip.split, "frames": frames, "fps": fps, "peak_index": len(frames) - 1,
                    "label": clip.label, "label_idx": labels.index(clip.label), **derived_va(clip.label, labels)}
 
     extra = {"label_map": mapping, "split_seed": seed, "split_fractions": list(fractions), "input": str(src)}
     manifest = write_converted(rows(), out, labels, summary, rejects, image_size=image_size, source=source or src.name,
-                               extra=extra)
+                               extra=extra, face=faces.settings)
     return manifest, summary
 
 
@@ -228,16 +237,21 @@ def convert_images_cmd(
     margin: float = typer.Option(0.2, help="Context around the face, as a fraction of its side."),
     whole_image_fallback: bool = typer.Option(False, "--whole-image-fallback/--no-whole-image-fallback",
                                               help="Keep the whole image when no face is found (face-centred photos)."),
-    min_face_fraction: float = typer.Option(0.3, help="Smallest face side as a fraction of the image's shorter side."),
+    min_face_fraction: float = typer.Option(0.3, help="Haar: smallest face side as a fraction of the image's "
+                                            "shorter side."),
+    detector: str = DETECTOR_OPTION,
+    align: bool = ALIGN_OPTION,
+    yunet_model: Path | None = YUNET_MODEL_OPTION,
     fps: float = typer.Option(30.0, help="Frame rate recorded for image sequences."),
     split: str = SPLIT_OPTION,
     seed: int = typer.Option(0, help="Split seed."),
     frame_format: str = typer.Option("png", help="png or jpeg."),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
 ) -> None:
-    """Convert a labelled image folder (faces detected with OpenCV's Haar cascades, cropped and resized)."""
+    """Convert a labelled image folder (faces detected, aligned on their landmarks, cropped and resized)."""
     run_conversion(lambda: convert_images(
         src, out, labels_csv=labels_csv, label_column=label_column, pattern=pattern, subject_pattern=subject_pattern,
         label_map=label_map, labels=parse_label_set(labels), image_size=image_size, margin=margin,
-        whole_image_fallback=whole_image_fallback, min_face_fraction=min_face_fraction, fps=fps,
+        whole_image_fallback=whole_image_fallback, min_face_fraction=min_face_fraction, detector=detector,
+        align=align, yunet_model=yunet_model, fps=fps,
         fractions=parse_fractions(split), seed=seed, frame_format=frame_format, progress=progress), out)

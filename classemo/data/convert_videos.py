@@ -9,9 +9,10 @@ from typing import TYPE_CHECKING
 
 import typer
 
-from classemo.data.convert import (DEFAULT_FRACTIONS, LABEL_MAP_OPTION, LABELS_OPTION, SPLIT_OPTION, VIDEO_EXTENSIONS,
-                                   ConversionError, ConversionSummary, PlannedClip, Rejects, derived_va, encode_frame,
-                                   face_track, map_labels, parse_fractions, progress_bar, read_labels_csv,
+from classemo.data.convert import (ALIGN_OPTION, DEFAULT_FRACTIONS, DETECTOR_OPTION, LABEL_MAP_OPTION, LABELS_OPTION,
+                                   SPLIT_OPTION, VIDEO_EXTENSIONS, YUNET_MODEL_OPTION, ConversionError,
+                                   ConversionSummary, PlannedClip, Rejects, converter_face_path, derived_va,
+                                   encode_frame, face_track, map_labels, parse_fractions, progress_bar, read_labels_csv,
                                    run_conversion, split_clips, write_converted)
 from classemo.data.label_map import parse_label_set
 from classemo.labels import LabelSet
@@ -19,8 +20,8 @@ from classemo.labels import LabelSet
 if TYPE_CHECKING:
     import numpy as np
 
-    from classemo.data.faces import HaarFaceDetector
     from classemo.data.format import Manifest
+    from classemo.faces import FacePath
 
 
 def _sample_video(path: Path, fps: float, max_frames: int | None) -> tuple[list["np.ndarray"], float]:
@@ -67,7 +68,10 @@ def convert_videos(
     fractions: Sequence[float] = DEFAULT_FRACTIONS,
     seed: int = 0,
     frame_format: str = "png",
-    detector: "HaarFaceDetector | None" = None,
+    detector: str = "yunet",
+    align: bool = True,
+    yunet_model: str | os.PathLike | None = None,
+    faces: "FacePath | None" = None,
     source: str | None = None,
     progress: bool = True,
 ) -> tuple["Manifest", ConversionSummary]:
@@ -83,7 +87,6 @@ def convert_videos(
         max_frames: Cap on sampled frames per video, to bound memory.
         Other arguments as in `convert_images`.
     """
-    from classemo.data.faces import HaarFaceDetector, crop_face
 
     src = Path(src)
     if not src.is_dir():
@@ -118,7 +121,7 @@ def convert_videos(
     summary.split_by = split_clips(planned, fractions, seed)
     if summary.split_by == "clip":
         summary.split_by = "video"  # windows of one video always share a split
-    detector = detector or HaarFaceDetector(use_profile=True)
+    faces = faces or converter_face_path(detector, align, margin, image_size, yunet_model)
 
     def rows() -> Iterator[dict]:
         for clip in progress_bar(planned, "videos", progress):
@@ -128,14 +131,13 @@ def convert_videos(
             except (OSError, ValueError) as e:
                 rejects.add(path, "video could not be decoded", str(e))
                 continue
-            track = face_track(frames, detector)
+            track = face_track(frames, faces)
             if track is None:
                 rejects.add(path, "no face found", f"in {len(frames)} sampled frames")
                 continue
             summary.converted += 1
             summary.face_found += 1
-            crops = [encode_frame(crop_face(f, b, margin=margin, size=image_size), frame_format)
-                     for f, b in zip(frames, track)]
+            crops = [encode_frame(faces.crop(f, b)[0], frame_format) for f, b in zip(frames, track)]
             size = window or len(crops)
             starts = [s for s in range(0, len(crops), size) if len(crops) - s >= max(1, size // 2) or s == 0]
             for k, s in enumerate(starts):
@@ -149,7 +151,7 @@ def convert_videos(
     extra = {"label_map": mapping, "split_seed": seed, "split_fractions": list(fractions), "input": str(src),
              "sample_fps": fps, "window": window}
     manifest = write_converted(rows(), out, labels, summary, rejects, image_size=image_size, source=source or src.name,
-                               extra=extra)
+                               extra=extra, face=faces.settings)
     return manifest, summary
 
 
@@ -166,6 +168,9 @@ def convert_videos_cmd(
     max_frames: int = typer.Option(600, help="Cap on sampled frames per video."),
     image_size: int = typer.Option(112),
     margin: float = typer.Option(0.2),
+    detector: str = DETECTOR_OPTION,
+    align: bool = ALIGN_OPTION,
+    yunet_model: Path | None = YUNET_MODEL_OPTION,
     split: str = SPLIT_OPTION,
     seed: int = typer.Option(0),
     frame_format: str = typer.Option("png"),
@@ -175,4 +180,4 @@ def convert_videos_cmd(
     run_conversion(lambda: convert_videos(
         src, out, labels_csv=labels_csv, label_column=label_column, label_map=label_map,
         labels=parse_label_set(labels), fps=fps, window=window, max_frames=max_frames, image_size=image_size,
-        margin=margin, fractions=parse_fractions(split), seed=seed, frame_format=frame_format, progress=progress), out)
+        margin=margin, detector=detector, align=align, yunet_model=yunet_model, fractions=parse_fractions(split), seed=seed, frame_format=frame_format, progress=progress), out)

@@ -70,6 +70,7 @@ class Manifest:
     frame_counts: dict[str, int] = field(default_factory=dict)  # frames per split, all clips together
     shards: dict[str, list[str]] = field(default_factory=dict)  # split -> shard file names, in order
     extra: dict[str, Any] = field(default_factory=dict)  # converter summary, label map, split seed, ...
+    face: dict[str, Any] | None = None  # FaceSettings.to_dict() of the crops; None: written before they existed
     format_version: int = FORMAT_VERSION
 
     @property
@@ -244,6 +245,7 @@ def write_dataset(
     converter_version: str,
     shard_rows: int = DEFAULT_SHARD_ROWS,
     extra: dict[str, Any] | None = None,
+    face: dict[str, Any] | None = None,
     overwrite: bool = True,
 ) -> Manifest:
     """Validate rows and write them as Parquet shards per split, then `manifest.json` last.
@@ -262,6 +264,7 @@ def write_dataset(
         converter_version: Writer name and version, recorded in the manifest.
         shard_rows: Rows per Parquet file.
         extra: Free-form information for the manifest (converter summary, label map, split seed).
+        face: How the crops were made (`FaceSettings.to_dict()`), so a model trained on them crops the same way.
         overwrite: Replace an existing dataset at root; when False an existing manifest is an error.
 
     Returns:
@@ -323,6 +326,7 @@ def write_dataset(
         frame_counts=frame_counts,
         shards=shards,
         extra=dict(extra or {}),
+        face=dict(face) if face else None,
     )
     with fs.open_output_stream(manifest_path) as f:
         f.write(manifest.to_json().encode())

@@ -17,6 +17,7 @@ import cv2
 import numpy as np
 import typer
 
+from classemo.faces import FaceSettings
 from classemo.labels import LabelSet
 
 if TYPE_CHECKING:
@@ -669,8 +670,11 @@ def write_synth_dataset(root: str, *, clips_per_class: int = 60, num_frames: int
                        subjects=subjects, labels=labels, fps=fps)
     if progress:
         rows = tqdm(rows, total=clips_per_class * len(labels), desc="synth clips", unit="clip")
+    # The faces are drawn centred and nearly upright, as an aligned crop shows a face: a model trained on them is
+    # used with the default (YuNet, aligned) face path.
+    face = FaceSettings(size=image_size).to_dict()
     manifest = write_dataset(rows, root, labels, image_size=image_size, source="synth",
-                             converter_version=SYNTH_VERSION, extra={"synth_params": params})
+                             converter_version=SYNTH_VERSION, extra={"synth_params": params}, face=face)
     manifest.extra["reused"] = False
     return manifest
 

@@ -5,6 +5,7 @@ Heavy modules (torch, pandas, matplotlib) load inside the functions, so importin
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Annotated
 
@@ -22,8 +23,13 @@ def analyze_command(
     segment_s: Annotated[float, typer.Option("--segment-s", help="Segment length in seconds.")] = 60.0,
     teacher: Annotated[str, typer.Option(help="auto, none, a track id, or region:x0,y0,x1,y1 (frame fractions).")
                        ] = "auto",
-    detector: Annotated[str, typer.Option(help="haar or haar-profile (ignored with --yunet-model).")] = "haar",
-    yunet_model: Annotated[Path | None, typer.Option(help="YuNet ONNX file: use OpenCV's YuNet detector.")] = None,
+    detector: Annotated[str | None, typer.Option(help="yunet, haar or haar-profile (default: the model's own face "
+                                                      "settings, as in its training data).")] = None,
+    yunet_model: Annotated[Path | None, typer.Option(help="Your own YuNet ONNX file (default: the packaged one).")
+                           ] = None,
+    detect_max_side: Annotated[int | None, typer.Option(help="YuNet: longest side frames are shrunk to for "
+                                                             "detection (default 640; raise it for tiny faces).")
+                               ] = None,
     save_crops: Annotated[bool, typer.Option("--save-crops", help="Store face crops (off: privacy).")] = False,
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
 ) -> None:
@@ -31,15 +37,19 @@ def analyze_command(
     from classemo.checkpoint import CheckpointError
     from classemo.predictor import Predictor
     from classemo.video.decode import VideoError
-    from classemo.video.detect import make_detector
     from classemo.video.pipeline import analyze_video
 
     try:
-        det = make_detector("yunet", model_path=yunet_model) if yunet_model else make_detector(detector)
         predictor = Predictor.from_checkpoint(model)
+        face = predictor.face_settings
+        if detector is not None:
+            face = replace(face, detector=detector, align=face.align and detector == "yunet")
+        if yunet_model is not None or detect_max_side is not None:
+            face = replace(face, model_path=str(yunet_model) if yunet_model else face.model_path,
+                           max_side=face.max_side if detect_max_side is None else detect_max_side)
         res = analyze_video(video, predictor, out_dir=out, fps=fps, window=window, stride=stride,
                             segment_s=segment_s, teacher=teacher, save_crops=save_crops, progress=progress,
-                            detector=det)
+                            faces=face)
     except (VideoError, CheckpointError, ValueError, FileNotFoundError) as e:
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(2) from None

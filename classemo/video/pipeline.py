@@ -20,7 +20,7 @@ import pandas as pd
 
 from classemo.analytics import PROB_PREFIX, AnalyticsConfig, summarize
 from classemo.video.decode import FrameStream, VideoError, probe_video
-from classemo.video.detect import FaceDetector, make_detector
+from classemo.faces import FacePath, FaceSettings, warn_if_different
 from classemo.video.track import Track, Tracker
 from classemo.video.windows import Window, WindowBuffer
 
@@ -159,9 +159,8 @@ def _rows(windows: list[Window], preds: list, labels: list[str]) -> list[dict]:
 def analyze_video(path: str | Path, predictor: "Predictor", *, out_dir: str | Path, fps: float = 5.0,
                   window: int | None = None, stride: int | None = None, segment_s: float = 60.0,
                   teacher: str | int | None = "auto", save_crops: bool = False, progress: bool = True,
-                  detector: FaceDetector | str = "haar", tracker: Tracker | None = None,
-                  analytics: AnalyticsConfig | None = None, crop_margin: float = 0.2,
-                  embed_batch: int = 64) -> AnalysisResult:
+                  faces: FacePath | FaceSettings | None = None, tracker: Tracker | None = None,
+                  analytics: AnalyticsConfig | None = None, embed_batch: int = 64) -> AnalysisResult:
     """Analyse one classroom video (or still image) and write timeline.parquet, summary.json and report.html.
 
     Args:
@@ -173,12 +172,13 @@ def analyze_video(path: str | Path, predictor: "Predictor", *, out_dir: str | Pa
         stride: frames between window starts; defaults to half a window.
         segment_s: segment length for the per-segment metrics, in seconds.
         teacher: "auto", "none", a track id, or "region:x0,y0,x1,y1" (see `assign_roles`).
-        save_crops: store the face crops (JPEG) under out_dir/crops/track_<id>/ — off by default, for privacy.
+        save_crops: store the face crops (lossless PNG, exactly what the model saw before its resize) under
+            out_dir/crops/track_<id>/ — off by default, for privacy.
         progress: show a tqdm progress bar.
-        detector: a `FaceDetector`, or a name for `make_detector`.
+        faces: how faces are found and cropped; default: the model's own settings (`Predictor.face_settings`), so
+            crops look as they did in training. Settings whose crops differ from the model's are logged as a warning.
         tracker: a configured `Tracker` (defaults to `Tracker()`).
         analytics: thresholds and weights of the classroom measures.
-        crop_margin: context around each face box, as a fraction of its side.
         embed_batch: face crops per `embed_frames` call (crops of many tracks and frames go together).
 
     Raises:
@@ -189,23 +189,26 @@ def analyze_video(path: str | Path, predictor: "Predictor", *, out_dir: str | Pa
     from tqdm.auto import tqdm
 
     from classemo.analytics import segment_bounds
-    from classemo.data.faces import FaceBox, crop_face
     from classemo.report import write_report
 
     segment_bounds(1.0, segment_s)  # validate before spending minutes on the video
     info = probe_video(path)
-    pre = predictor.preprocessing
     window = int(window or predictor.num_frames)
     if window > predictor.num_frames:
         raise ValueError(f"window={window} frames is longer than the model takes (num_frames={predictor.num_frames})")
     stride = int(stride or max(1, window // 2))
     buffer = WindowBuffer(window, stride)
     parse_teacher(teacher)
-    det = make_detector(detector) if isinstance(detector, str) else detector
+    if isinstance(faces, FaceSettings):
+        warn_if_different(faces, predictor.face_settings, f"analyze {Path(path).name}")
+        faces = FacePath(faces)
+    elif faces is not None:
+        warn_if_different(faces.settings, predictor.face_settings, f"analyze {Path(path).name}")
+    face_path = faces or predictor.face_path()
+    too_small_before = face_path.too_small  # the model's path is shared between videos
     tracker = tracker or Tracker()
     model = _Model(predictor, embed_batch)
     labels = list(predictor.labels)
-    size = int(pre.get("image_size", 112))
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     crops_dir = out / "crops"
@@ -226,25 +229,24 @@ def analyze_video(path: str | Path, predictor: "Predictor", *, out_dir: str | Pa
         if item is None:
             break
         index, t, frame = item
-        faces = det.detect(frame)
+        found = face_path.detect(frame)
         t2 = time.perf_counter()
         timings["detect"] += t2 - t1
-        boxes = np.array([[b.x, b.y, b.w, b.h] for b in faces], dtype=float).reshape(-1, 4)
+        boxes = np.array([[b.x, b.y, b.w, b.h] for b in found], dtype=float).reshape(-1, 4)
         ids = tracker.update(t, boxes, frame)
         t3 = time.perf_counter()
         timings["track"] += t3 - t2
-        if len(faces):
+        if len(found):
             frames_with_faces += 1
-            num_faces += len(faces)
-            rgb = cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
-            for tid, b, box in zip(ids, faces, boxes):
-                crop = crop_face(rgb, b, margin=crop_margin, size=size)
-                model.pending.append((tid, t, box, crop))
+            num_faces += len(found)
+            for tid, b, box in zip(ids, found, boxes):
+                crop, _ = face_path.crop(frame, b)  # BGR, as in the converters
+                model.pending.append((tid, t, box, cv2.cvtColor(crop, cv2.COLOR_BGR2RGB)))
                 centres[tid].append(box[:2] + box[2:] / 2)
                 if save_crops:
                     d = crops_dir / f"track_{tid}"
                     d.mkdir(parents=True, exist_ok=True)
-                    cv2.imwrite(str(d / f"{index:07d}.jpg"), cv2.cvtColor(crop, cv2.COLOR_RGB2BGR))
+                    cv2.imwrite(str(d / f"{index:07d}.png"), crop)
         timings["crop"] += time.perf_counter() - t3
         ended = [tid for tid in buffer.open_tracks
                  if t - tracker.tracks[tid].last_t > tracker.max_lost_s]
@@ -285,7 +287,8 @@ def analyze_video(path: str | Path, predictor: "Predictor", *, out_dir: str | Pa
                "is_image": info.is_image, "decoded_frames": stream.decoded, "analysed_frames": stream.yielded,
                "truncated": stream.truncated},
         analysis={"fps": fps, "window": window, "stride": stride, "teacher": str(teacher),
-                  "detector": type(det).__name__, "frames_with_faces": frames_with_faces,
+                  "detector": type(face_path.detector).__name__, "face": face_path.settings.to_dict(),
+                  "faces_too_small": face_path.too_small - too_small_before, "frames_with_faces": frames_with_faces,
                   "face_detections": num_faces, "min_track_s": tracker.min_duration(),
                   "reidentifications": stats.reidentified},
         tracks={str(k): v for k, v in track_info.items()},

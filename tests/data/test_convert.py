@@ -18,7 +18,8 @@ from classemo.data.convert import ConversionError, assign_splits
 from classemo.data.convert_afew_va import convert_afew_va
 from classemo.data.convert_images import convert_images
 from classemo.data.convert_videos import convert_videos
-from classemo.data.faces import FaceBox, HaarFaceDetector, crop_face, largest_face
+from classemo.faces import FaceBox, crop_face, largest_face
+from classemo.faces.haar import HaarFaceDetector
 from classemo.data.format import SPLITS, read_manifest, read_split
 from classemo.labels import LabelSet
 

@@ -165,7 +165,8 @@ def test_clips_match_predictor(client, checkpoints):
 
 def test_detect_faces_crops_the_face(client, shared_dir):
     images = sorted(p for p in shared_dir.rglob("*") if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
-    from classemo.data.faces import HaarFaceDetector, largest_face
+    from classemo.faces import largest_face
+    from classemo.faces.haar import HaarFaceDetector
     from classemo.data.transforms import decode_image
 
     detector = HaarFaceDetector()

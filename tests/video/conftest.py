@@ -16,6 +16,7 @@ def tiny_predictor(tmp_path_factory: pytest.TempPathFactory):
     """
     import torch
 
+    from classemo.faces import FaceSettings
     from classemo.labels import LabelSet
     from classemo.models import create_model
     from classemo.predictor import Predictor, save_model_checkpoint
@@ -23,5 +24,6 @@ def tiny_predictor(tmp_path_factory: pytest.TempPathFactory):
     torch.manual_seed(0)
     model = create_model("classemo_tiny", num_classes=7)
     ckpt: Path = tmp_path_factory.mktemp("ckpt")
-    save_model_checkpoint(model, ckpt, labels=LabelSet.paper())
+    # New checkpoints carry their data's face settings; the default path is YuNet with aligned crops.
+    save_model_checkpoint(model, ckpt, labels=LabelSet.paper(), face=FaceSettings(size=model.image_size))
     return Predictor.from_checkpoint(ckpt, device="cpu")

@@ -10,7 +10,7 @@ import pytest
 
 from classemo.data.synth_classroom import make_classroom_video
 from classemo.video.decode import iter_frames
-from classemo.video.detect import make_detector
+from classemo.faces import make_detector
 from classemo.video.pipeline import analyze_video
 from classemo.video.track import Tracker, iou_matrix
 

@@ -1,4 +1,4 @@
-"""Face detection on OpenCV's bundled Haar cascades, and square face crops.
+"""Face detection on OpenCV's bundled Haar cascades (no landmarks, so their crops are not aligned).
 
 OpenCV 5 dropped the bundled cascades, hence the `opencv-python-headless<5` pin.
 """
@@ -6,36 +6,15 @@ OpenCV 5 dropped the bundled cascades, hence the `opencv-python-headless<5` pin.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 
 import cv2
 import numpy as np
 
+from classemo.faces.box import FaceBox, largest_face
+
 FRONTAL_CASCADE = "haarcascade_frontalface_default.xml"
 FRONTAL_ALT_CASCADE = "haarcascade_frontalface_alt2.xml"
 PROFILE_CASCADE = "haarcascade_profileface.xml"
-
-
-@dataclass(frozen=True)
-class FaceBox:
-    """A face in pixel coordinates of the image it was found in; `score` is the cascade's level weight."""
-
-    x: int
-    y: int
-    w: int
-    h: int
-    score: float = 0.0
-
-    @property
-    def area(self) -> int:
-        return self.w * self.h
-
-    def iou(self, other: "FaceBox") -> float:
-        x0, y0 = max(self.x, other.x), max(self.y, other.y)
-        x1, y1 = min(self.x + self.w, other.x + other.w), min(self.y + self.h, other.y + other.h)
-        inter = max(0, x1 - x0) * max(0, y1 - y0)
-        union = self.area + other.area - inter
-        return inter / union if union else 0.0
 
 
 _Detection = tuple[int, int, int, int, float]  # x, y, w, h, score
@@ -172,43 +151,3 @@ class HaarFaceDetector:
     def detect_largest(self, image: np.ndarray) -> FaceBox | None:
         """The largest face, or None when there is none."""
         return largest_face(self.detect(image))
-
-
-def largest_face(boxes: list[FaceBox]) -> FaceBox | None:
-    """The box with the largest area, or None for an empty list."""
-    return max(boxes, key=lambda b: b.area, default=None)
-
-
-def whole_image_box(image: np.ndarray) -> FaceBox:
-    """A box covering the whole image: the fallback for photos that are already face-centred crops."""
-    return FaceBox(0, 0, int(image.shape[1]), int(image.shape[0]), 0.0)
-
-
-def crop_face(image: np.ndarray, box: FaceBox, *, margin: float = 0.2, size: int = 112) -> np.ndarray:
-    """Square crop around a face, with a margin, resized to `size` x `size`.
-
-    The square is centred on the box with side `max(w, h) * (1 + 2 * margin)`; parts outside the image are
-    filled by replicating the border, so a face at the edge keeps its position in the crop.
-
-    Args:
-        image: (H, W, C) or (H, W) image.
-        box: The face.
-        margin: Extra context on each side, as a fraction of the face side.
-        size: Output side in pixels.
-
-    Returns:
-        (size, size, C) or (size, size) array of the input's dtype.
-    """
-    if margin < 0 or size < 1:
-        raise ValueError(f"margin must be >= 0 and size >= 1, got margin={margin}, size={size}")
-    side = max(1, round(max(box.w, box.h) * (1 + 2 * margin)))
-    cx, cy = box.x + box.w / 2, box.y + box.h / 2
-    x0, y0 = round(cx - side / 2), round(cy - side / 2)
-    height, width = image.shape[:2]
-    pad = max(0, -x0, -y0, x0 + side - width, y0 + side - height)
-    if pad:
-        image = cv2.copyMakeBorder(image, pad, pad, pad, pad, cv2.BORDER_REPLICATE)
-        x0, y0 = x0 + pad, y0 + pad
-    crop = image[y0 : y0 + side, x0 : x0 + side]
-    interpolation = cv2.INTER_AREA if side > size else cv2.INTER_LINEAR
-    return cv2.resize(crop, (size, size), interpolation=interpolation)
