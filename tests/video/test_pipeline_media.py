@@ -83,7 +83,7 @@ def test_still_image_is_one_frame_with_several_faces(results: dict) -> None:
 def test_save_crops_opt_in(shared_dir: Path, tiny_predictor, tmp_path: Path) -> None:
     res = analyze_video(shared_dir / "media" / "single_face.mp4", tiny_predictor, out_dir=tmp_path, progress=False,
                         save_crops=True, teacher="0")
-    crops = sorted((tmp_path / "crops").rglob("*.jpg"))
+    crops = sorted((tmp_path / "crops").rglob("*.png"))
     assert len(crops) == res.tracks[0]["frames"] and "WERE saved" in res.summary["privacy"]
     assert set(res.timeline["role"]) == {"teacher"} and res.summary["overall"]["teacher_activity"] is not None
 
