@@ -152,16 +152,19 @@ def _room(w: int, h: int, rng: np.random.Generator, board_bottom: int) -> np.nda
 
 
 def _layout(num_students: int, w: int, h: int) -> list[tuple[float, float, float]]:
-    """(x, y, radius) of each student's face at rest: rows from the back (small, high) to the front (large, low)."""
-    per_row = min(num_students, 6)
+    """(x, y, radius) of each student's face at rest: rows from the back (small, high) to the front (large, low).
+
+    Up to 24 students sit six to a row; a larger class fills four rows, with narrower seats and smaller faces."""
+    per_row = min(num_students, max(6, math.ceil(num_students / 4)))
     rows = math.ceil(num_students / per_row)
+    shrink = min(1.0, 6 / per_row)
     out = []
     for k in range(num_students):
         r, c = divmod(k, per_row)
         in_row = min(per_row, num_students - r * per_row)
         depth = r / max(rows - 1, 1)  # 0 back .. 1 front
         y = h * (0.52 + 0.28 * depth) if rows > 1 else h * 0.62
-        radius = h * (0.048 + 0.022 * depth)
+        radius = h * (0.048 + 0.022 * depth) * shrink
         stagger = 0.5 * (r % 2) / per_row
         x = w * ((c + 0.5) / in_row * 0.9 + 0.05 + stagger * 0.5)
         out.append((x, y, radius))
@@ -217,7 +220,7 @@ def make_classroom_video(path: str | Path, *, scenario: str = "lively", num_stud
     Args:
         path: Output .mp4 path; the ground truth goes to the same path with a .json suffix.
         scenario: 'lively', 'difficult' or 'dull' (the paper's Table 3 situations).
-        num_students: Students in rows facing the camera (1..24).
+        num_students: Students in rows facing the camera (1..40).
         seconds: Video length.
         fps: Frame rate.
         seed: Same seed, same video and truth.
@@ -233,8 +236,8 @@ def make_classroom_video(path: str | Path, *, scenario: str = "lively", num_stud
     """
     if scenario not in SCENARIOS:
         raise ValueError(f"unknown scenario {scenario!r}; expected one of {sorted(SCENARIOS)}")
-    if not 1 <= num_students <= 24:
-        raise ValueError(f"num_students must be in 1..24, got {num_students}")
+    if not 1 <= num_students <= 40:
+        raise ValueError(f"num_students must be in 1..40, got {num_students}")
     if seconds <= 0 or fps <= 0:
         raise ValueError(f"seconds and fps must be positive, got seconds={seconds}, fps={fps}")
     w, h = int(size[0]), int(size[1])
@@ -299,7 +302,7 @@ def make_classroom_video(path: str | Path, *, scenario: str = "lively", num_stud
 def synth_classroom_command(
     out: Annotated[Path, typer.Option("--out", help="Output .mp4 path; the ground truth goes beside it as .json.")],
     scenario: Annotated[str, typer.Option(help="lively, difficult or dull (the paper's Table 3).")] = "lively",
-    num_students: Annotated[int, typer.Option(help="Students in the room (1..24).")] = 8,
+    num_students: Annotated[int, typer.Option(help="Students in the room (1..40).")] = 8,
     seconds: Annotated[float, typer.Option(help="Video length, seconds.")] = 10.0,
     fps: Annotated[float, typer.Option(help="Frame rate.")] = 10.0,
     seed: Annotated[int, typer.Option(help="Seed: the same seed gives the same video and truth.")] = 0,

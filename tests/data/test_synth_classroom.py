@@ -125,7 +125,7 @@ def test_bad_arguments_are_named(tmp_path: Path) -> None:
         make_classroom_video(tmp_path / "x.mp4", scenario="chaotic")
     with pytest.raises(ValueError, match="must end in .mp4"):
         make_classroom_video(tmp_path / "x.avi")
-    with pytest.raises(ValueError, match="num_students must be in 1..24"):
+    with pytest.raises(ValueError, match="num_students must be in 1..40"):
         make_classroom_video(tmp_path / "x.mp4", num_students=0)
     result = CliRunner().invoke(app, ["data", "synth-classroom", "--out", str(tmp_path / "y.mp4"), "--scenario", "x"])
     assert result.exit_code != 0 and "unknown scenario 'x'" in result.output

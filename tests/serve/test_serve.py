@@ -26,13 +26,14 @@ REPO = Path(__file__).resolve().parents[2]
 def _checkpoint(directory: Path, seed: int) -> Path:
     import torch
 
+    from classemo.faces import FaceSettings
     from classemo.labels import LabelSet
     from classemo.models import create_model
     from classemo.predictor import save_model_checkpoint
 
     torch.manual_seed(seed)
     model = create_model("classemo_tiny", num_classes=7)
-    return save_model_checkpoint(model, directory, labels=LabelSet.paper())
+    return save_model_checkpoint(model, directory, labels=LabelSet.paper(), face=FaceSettings(size=model.image_size))
 
 
 def _png(image: np.ndarray) -> str:
@@ -163,24 +164,25 @@ def test_clips_match_predictor(client, checkpoints):
         assert got["faces"] is None
 
 
-def test_detect_faces_crops_the_face(client, shared_dir):
-    images = sorted(p for p in shared_dir.rglob("*") if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
-    from classemo.faces import largest_face
-    from classemo.faces.haar import HaarFaceDetector
-    from classemo.data.transforms import decode_image
+def test_detect_faces_uses_the_models_face_path(client, shared_dir, checkpoints):
+    """Serve crops with the checkpoint's face settings (YuNet, aligned), exactly as the converters and analyze do:
+    its prediction for a whole photo equals the model's on the face path's own crop."""
+    from classemo.faces import FacePath
+    from classemo.predictor import Predictor
 
-    detector = HaarFaceDetector()
-    face_image = next((p for p in images[:200] if largest_face(detector.detect(cv2.imread(str(p)))) is not None),
-                      None)
-    assert face_image is not None, "no image with a detectable face in ../shared"
-    data = base64.b64encode(face_image.read_bytes()).decode()
+    photo = shared_dir / "media" / "single_face.jpg"
+    local = Predictor.from_checkpoint(checkpoints[0], device="cpu", dtype="float32")
+    (face,) = FacePath(local.face_settings).faces(cv2.imread(str(photo)))
+    assert face.aligned
+    data = base64.b64encode(photo.read_bytes()).decode()
     blank = _png(np.full((64, 64, 3), 127, np.uint8))
     r = client.post("/v1/clips", json={"clips": [{"frames": [data, blank]}], "detect_faces": True})
     assert r.status_code == 200, r.text
-    faces = r.json()["predictions"][0]["faces"]
-    h, w = decode_image(face_image.read_bytes()).shape[:2]
-    assert faces[0] is not None and 0 < faces[0]["w"] <= w and 0 < faces[0]["h"] <= h
-    assert faces[1] is None  # no face: the whole frame is used, and the response says so
+    got = r.json()["predictions"][0]
+    assert got["faces"][0] == {"x": face.box.x, "y": face.box.y, "w": face.box.w, "h": face.box.h}
+    assert got["faces"][1] is None  # no face: the whole frame is used, and the response says so
+    want = local.predict([[face.crop[:, :, ::-1], np.full((64, 64, 3), 127, np.uint8)]])[0]
+    np.testing.assert_allclose(list(got["probs"].values()), want.probs, atol=TOL)
 
 
 def test_model_health_and_openapi(client, checkpoints):
