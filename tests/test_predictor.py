@@ -180,3 +180,38 @@ def test_from_mlflow_run_and_registered_alias(model, tmp_path, mlflow_uri) -> No
     assert Predictor.from_checkpoint("models:/classemo/1", device="cpu").info["version"] == 1
     with pytest.raises(CheckpointError, match="cannot load models:/classemo@nope"):
         Predictor.from_checkpoint("models:/classemo@nope", device="cpu")
+
+
+def test_face_settings_travel_with_the_checkpoint_and_old_ones_mean_haar(model, tmp_path) -> None:
+    from classemo.faces import FaceSettings, legacy_settings
+
+    face = FaceSettings(margin=0.25, size=64)
+    save_model_checkpoint(model, tmp_path / "new", labels=LABELS, face=face)
+    assert Predictor.from_checkpoint(tmp_path / "new", device="cpu").face_settings == face
+    save_model_checkpoint(model, tmp_path / "old", labels=LABELS)
+    old = Predictor.from_checkpoint(tmp_path / "old", device="cpu")
+    assert old.face_settings == legacy_settings(int(model.image_size))
+    cfg = json.loads((tmp_path / "new" / "config.json").read_text())
+    cfg["preprocessing"]["face"]["detector"] = "mtcnn"
+    (tmp_path / "new" / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(CheckpointError, match="face settings are invalid: unknown face detector 'mtcnn'"):
+        Predictor.from_checkpoint(tmp_path / "new", device="cpu")
+
+
+def test_predict_image_gives_every_face_largest_first(model, tmp_path, shared_dir) -> None:
+    import cv2
+
+    from classemo.faces import FacePath, FaceSettings
+
+    save_model_checkpoint(model, tmp_path / "ckpt", labels=LABELS, face=FaceSettings(size=48))
+    predictor = Predictor.from_checkpoint(tmp_path / "ckpt", device="cpu", dtype="float32")
+    photo = cv2.imread(str(shared_dir / "media" / "multi_face.jpg"))
+    found = predictor.predict_image(photo)
+    assert len(found) == 5
+    areas = [box.area for box, _ in found]
+    assert areas == sorted(areas, reverse=True)
+    # Each prediction is the model's on that face's crop from the face path, as a 1-frame clip.
+    crops = [f.crop[:, :, ::-1] for f in FacePath(FaceSettings(size=48)).faces(photo)]
+    want = predictor.predict([[c] for c in crops])
+    _assert_close([p for _, p in found], want, atol=1e-5)
+    assert predictor.predict_image(np.full((200, 300, 3), 90, np.uint8)) == []

@@ -79,14 +79,15 @@ def legacy_settings(size: int = 112) -> FaceSettings:
     return FaceSettings(detector="haar", align=False, margin=0.2, size=size, min_face=0)
 
 
-def warn_if_different(data: FaceSettings, model: FaceSettings, where: str) -> str | None:
-    """Log (and return) a warning when a dataset's crops and a model's differ in a way the model would notice."""
-    diff = data.differences(model)
+def warn_if_different(crops: FaceSettings, model: FaceSettings, where: str) -> str | None:
+    """Log (and return) a warning when crops (a dataset's, or an override's) differ from the model's training crops
+    in a way the model would notice."""
+    diff = crops.differences(model)
     if not diff:
         return None
-    what = ", ".join(f"{k}: data {a!r} vs model {b!r}" for k, (a, b) in diff.items())
-    msg = (f"{where}: the dataset's face crops were made differently from the model's ({what}); accuracy will suffer. "
-           "Convert the data with the model's face settings, or train on this data.")
+    what = ", ".join(f"{k}: {a!r} here vs {b!r} in training" for k, (a, b) in diff.items())
+    msg = (f"{where}: face crops made differently from the model's training crops ({what}); accuracy will suffer. "
+           "Use the model's face settings, or train on crops made this way.")
     log.warning(msg)
     return msg
 

@@ -380,7 +380,8 @@ def test_muxspace_folder(tmp_path, shared_dir):
     assert summary.inputs == 1926  # labels.csv rows, one listed twice
     assert summary.rejected == 1 and summary.reasons == {"duplicate id": 1}
     assert summary.converted == 1925 == summary.face_found + summary.whole_image_fallback
-    assert rate >= 0.90
+    assert rate >= 0.98  # YuNet, the default (Haar found 94.5%: docs/benchmarks-video.md)
+    assert manifest.face is not None and manifest.face["detector"] == "yunet" and manifest.face["align"]
     assert manifest.num_clips == 1925 and manifest.label_counts["train"]["positive"] > 0
     # Split by person (the file-name prefix): 1,030 people, none of them in two splits.
     assert summary.split_by == "subject"

@@ -187,7 +187,7 @@ def test_settings_round_trip_legacy_and_warnings(caplog: pytest.LogCaptureFixtur
     assert warn_if_different(s, FaceSettings(margin=0.3, size=64, max_side=960), "same crops") is None
     with caplog.at_level(logging.WARNING):
         msg = warn_if_different(legacy_settings(64), s, "mixed")
-    assert msg is not None and "detector: data 'haar' vs model 'yunet'" in msg and "mixed" in caplog.text
+    assert msg is not None and "detector: 'haar' here vs 'yunet' in training" in msg and "mixed" in caplog.text
 
 
 def test_haar_stays_selectable(shared_dir: Path) -> None:

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from classemo.data.synth_classroom import make_classroom_video
+from classemo.faces import FacePath, FaceSettings
 from classemo.video.decode import iter_frames
-from classemo.faces import make_detector
 from classemo.video.pipeline import analyze_video
 from classemo.video.track import Tracker, iou_matrix
 
@@ -24,16 +24,17 @@ def classrooms(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Path
     """Short 960x540 classrooms (the generator's default size) at 5 fps: the analysis rate, so no frame is wasted."""
     root = tmp_path_factory.mktemp("classrooms")
     out = {}
-    for k, scenario in enumerate(("lively", "difficult")):
+    for k, scenario in enumerate(("lively", "difficult", "dull")):
         path = root / f"{scenario}.mp4"
         truth = make_classroom_video(path, scenario=scenario, num_students=8, seconds=SECONDS, fps=5, seed=10 + k)
         out[scenario] = (path, truth)
     return out
 
 
-def tracked(path: Path) -> list[tuple[int, np.ndarray, list[int]]]:
-    """(frame index, boxes (N, 4), track ids) per analysed frame, with the pipeline's default detector and tracker."""
-    det, tracker = make_detector("haar"), Tracker()
+def tracked(path: Path, detector: str) -> list[tuple[int, np.ndarray, list[int]]]:
+    """(frame index, boxes (N, 4), track ids) per analysed frame, with the face path's detector and the default
+    tracker."""
+    det, tracker = FacePath(FaceSettings(detector=detector, align=detector == "yunet")), Tracker()
     out = []
     for idx, t, frame in iter_frames(path, fps=5):
         boxes = np.array([[b.x, b.y, b.w, b.h] for b in det.detect(frame)], float).reshape(-1, 4)
@@ -41,13 +42,16 @@ def tracked(path: Path) -> list[tuple[int, np.ndarray, list[int]]]:
     return out
 
 
-@pytest.mark.parametrize("scenario", ["lively", "difficult"])
-def test_recall_and_id_switches(classrooms: dict, scenario: str) -> None:
+@pytest.mark.parametrize("scenario, detector, min_recall", [
+    ("lively", "yunet", 0.97), ("difficult", "yunet", 0.97), ("dull", "yunet", 0.97),  # the default
+    ("lively", "haar", 0.95), ("difficult", "haar", 0.95),  # still selectable; it misses half-closed eyes (dull)
+])
+def test_recall_and_id_switches(classrooms: dict, scenario: str, detector: str, min_recall: float) -> None:
     path, truth = classrooms[scenario]
     people = truth["people"]
     hits = drawn = 0
     ids_per_person: dict[str, list[int]] = {p["id"]: [] for p in people}
-    for idx, boxes, ids in tracked(path):
+    for idx, boxes, ids in tracked(path, detector):
         visible = [p for p in people if p["visible"][idx]]
         gt = np.array([p["boxes"][idx] for p in visible]).reshape(-1, 4)
         iou = iou_matrix(gt, boxes)  # (G, N)
@@ -57,7 +61,7 @@ def test_recall_and_id_switches(classrooms: dict, scenario: str) -> None:
                 hits += 1
                 ids_per_person[p["id"]].append(ids[int(iou[g].argmax())])
     recall = hits / drawn
-    assert recall >= 0.95, f"{scenario}: detection recall {recall:.3f} on {drawn} drawn visible faces"
+    assert recall >= min_recall, f"{scenario}, {detector}: detection recall {recall:.3f} on {drawn} drawn visible faces"
     minutes = SECONDS / 60
     for pid, seq in ids_per_person.items():
         switches = sum(a != b for a, b in zip(seq, seq[1:]))
