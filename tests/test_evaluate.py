@@ -1,0 +1,49 @@
+"""`classemo evaluate`'s scorer: metrics on a dataset split, and a warning when the data's crops differ from the
+model's."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from classemo.evaluate import evaluate_dataset
+from classemo.faces import FaceSettings
+from classemo.labels import LabelSet
+from classemo.models import create_model
+from classemo.predictor import Predictor, save_model_checkpoint
+
+
+def _checkpoint(directory: Path, face: FaceSettings | None) -> Path:
+    import torch
+
+    torch.manual_seed(0)
+    model = create_model("classemo_tiny", num_classes=7, image_size=32, num_frames=4)
+    return save_model_checkpoint(model, directory, labels=LabelSet.paper(), face=face)
+
+
+def test_scores_the_split_as_the_predictor_does(tiny_dataset: Path, tmp_path: Path,
+                                                caplog: pytest.LogCaptureFixture) -> None:
+    from classemo.data.format import read_split
+    from classemo.data.transforms import decode_image
+
+    ckpt = _checkpoint(tmp_path / "same", FaceSettings(size=32))  # the synthetic data records the default settings
+    with caplog.at_level(logging.WARNING):
+        out = evaluate_dataset(str(ckpt), str(tiny_dataset), split="test", device="cpu")
+    assert "face crops made differently" not in caplog.text
+    table = read_split(tiny_dataset, "test")
+    predictor = Predictor.from_checkpoint(ckpt, device="cpu")
+    preds = predictor.predict([[decode_image(f) for f in frames] for frames in table.column("frames").to_pylist()])
+    want = np.mean([p.label == lab for p, lab in zip(preds, table.column("label").to_pylist())])
+    assert out["accuracy"] == pytest.approx(want) and out["split"] == "test" and out["labels"] == predictor.labels
+
+
+def test_warns_when_the_data_was_cropped_differently(tiny_dataset: Path, tmp_path: Path,
+                                                     caplog: pytest.LogCaptureFixture) -> None:
+    ckpt = _checkpoint(tmp_path / "haar", None)  # an old checkpoint: Haar, unaligned
+    with caplog.at_level(logging.WARNING):
+        evaluate_dataset(str(ckpt), str(tiny_dataset), split="val", device="cpu")
+    assert "face crops made differently from the model's training crops" in caplog.text
+    assert "detector: 'yunet' here vs 'haar' in training" in caplog.text
