@@ -41,6 +41,20 @@ def _log_epoch(tracking_uri: str, run_id: str, metrics: dict[str, float], epoch:
     MlflowClient(tracking_uri).log_batch(run_id, metrics=batch)
 
 
+def workers_started() -> int:
+    """Ray worker processes started so far on this node: the `python-core-worker-*.log` files of its session.
+
+    Logged per epoch (`ray_workers_started`), so worker churn (processes started and killed while the job runs, which
+    cost the cores more than the model did) shows in MLflow; after the first epoch the count should stay flat.
+    """
+    import ray._private.worker as ray_worker  # the node's log folder has no public accessor
+
+    node = getattr(ray_worker, "_global_node", None)
+    if node is None:
+        return -1
+    return len(list(Path(node.get_logs_dir_path()).glob("python-core-worker-*.log")))
+
+
 def _num_nodes(world: int) -> int:
     """How many distinct Ray nodes the worker group spans (reported, so placement can be checked)."""
     node = ray.get_runtime_context().get_node_id()
@@ -145,7 +159,8 @@ def unified_train_fn(config: dict[str, Any]) -> dict[str, Any]:
         acc = evaluate_batches(module.model, val_shard.iter_torch_batches(batch_size=d.batch_size, device=device),
                                labels.names, bf16=bf16, device=device)
         val = gather_metrics(acc).compute()
-        metrics = {"epoch": epoch, "num_nodes": num_nodes, "train_loss": _mean_over_workers(total, count),
+        metrics = {"epoch": epoch, "num_nodes": num_nodes, "ray_workers_started": workers_started(),
+                   "train_loss": _mean_over_workers(total, count),
                    "train_clips_per_s": _mean_over_workers(clips / max(train_time, 1e-9), 1) * world,
                    "lr": optimizer.param_groups[0]["lr"], **scalar_metrics(val, prefix="val_")}
         history.append(metrics)
@@ -257,6 +272,7 @@ def stargan_train_fn(config: dict[str, Any]) -> dict[str, Any]:
             correct += domain_accuracy(model.discriminator, model.generator, batch["image"], batch["label"]) * n
             seen += n
         metrics = {"epoch": epoch, "val_domain_acc": _mean_over_workers(correct, seen),
+                   "ray_workers_started": workers_started(),
                    **{f"train_{k}": _mean_over_workers(*v) for k, v in sums.items()}}
         metrics = {k: v for k, v in metrics.items() if not (isinstance(v, float) and math.isnan(v))}
         history.append(metrics)
