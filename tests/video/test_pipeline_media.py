@@ -119,3 +119,19 @@ def test_cli(tmp_path: Path, shared_dir: Path, tiny_predictor) -> None:
     r = runner.invoke(app, ["analyze", str(shared_dir / "media" / "single_face.mp4"), "--model",
                             str(tmp_path / "nope"), "--out", str(tmp_path / "o")])
     assert r.exit_code == 2 and "does not exist" in r.output
+
+
+def test_checkpoint_without_face_settings_analyses_with_haar(shared_dir: Path, tmp_path: Path) -> None:
+    """A checkpoint made before face settings existed keeps its old path: Haar boxes, unaligned crops."""
+    import torch
+
+    from classemo.labels import LabelSet
+    from classemo.models import create_model
+    from classemo.predictor import Predictor, save_model_checkpoint
+
+    torch.manual_seed(0)
+    save_model_checkpoint(create_model("classemo_tiny", num_classes=7), tmp_path / "old", labels=LabelSet.paper())
+    old = Predictor.from_checkpoint(tmp_path / "old", device="cpu")
+    res = analyze_video(shared_dir / "media" / "single_face.jpg", old, out_dir=tmp_path / "o", progress=False)
+    face = res.summary["analysis"]["face"]
+    assert face["detector"] == "haar" and not face["align"] and res.summary["analysis"]["face_detections"] == 1
