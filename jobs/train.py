@@ -82,6 +82,17 @@ def ensure_dataset(cfg: JobConfig) -> Any:
         raise JobError(str(e)) from None
 
 
+def local_system_config(num_cpus: int) -> dict[str, Any]:
+    """Raylet settings of a locally started Ray.
+
+    Ray keeps at most as many idle workers as there are free CPU slots and kills the rest after 1 s. A training job
+    holds its slots with the train workers, so the data tasks' workers went idle between epochs, were killed and
+    were started again (importing torch each time) in the next; 4 idle workers per logical CPU, at least 16, stay.
+    On a cluster, set the same with `RAY_num_workers_soft_limit` in the environment of `ray start` (cluster.yaml).
+    """
+    return {"num_workers_soft_limit": max(16, 4 * num_cpus)}
+
+
 def init_ray(cfg: JobConfig, *, state_api: bool = True) -> None:
     """Join the configured cluster (or RAY_ADDRESS / the job's cluster), else start a local Ray.
 
@@ -115,18 +126,27 @@ def init_ray(cfg: JobConfig, *, state_api: bool = True) -> None:
         dashboard = {"dashboard_host": "127.0.0.1", "dashboard_port": port}
         env_vars["RAY_API_SERVER_ADDRESS"] = f"http://127.0.0.1:{port}"
     ctx = ray.init(address="local", num_cpus=num_cpus, include_dashboard=state_api, configure_logging=False,
-                   runtime_env={"env_vars": env_vars}, **dashboard)
+                   runtime_env={"env_vars": env_vars}, _system_config=local_system_config(num_cpus), **dashboard)
     if state_api and ctx.dashboard_url:
         print(f"[classemo] Ray dashboard: http://{ctx.dashboard_url}", flush=True)
 
 
 def quiet_data() -> None:
-    """Ray Data's per-operator progress bars flood job logs (one set per dataset per epoch); keep the summary."""
+    """Ray Data settings of the job's driver, which every dataset it builds carries into its executions.
+
+    - Per-operator progress bars flood job logs (one set per dataset per epoch); the summary is kept.
+    - Parquet is read with Ray Data's V1 reader. The V2 reader (the default since Ray 2.5x) starts a pool of
+      `FooterReader` actors, each a new Python process, for every execution of a read and kills them when it ends:
+      with a training split and one validation split per rank re-read every epoch, that was ~20 worker processes
+      started and killed per epoch, which took more of 2 cores than the model did (docs/benchmarks-training.md,
+      "Worker churn"). V1 reads in tasks, whose workers the pool keeps and reuses.
+    """
     from ray.data import DataContext
 
     ctx = DataContext.get_current()
     ctx.enable_progress_bars = False
     ctx.enable_operator_progress_bars = False
+    ctx.use_datasource_v2 = False
 
 
 def _split_id(info: Any, split: str) -> str:

@@ -75,8 +75,10 @@ def ray_cluster():
     fractional-CPU trainers and Ray Data both get slots."""
     import ray
 
+    from jobs.train import local_system_config
+
     ray.init(address="local", num_cpus=4, include_dashboard=False, _node_ip_address="127.0.0.1",
-             log_to_driver=False, configure_logging=False)
+             log_to_driver=False, configure_logging=False, _system_config=local_system_config(4))
     yield ray
     ray.shutdown()
 
