@@ -38,6 +38,9 @@ class DataConfig:
     batch_size: int = 16  # per worker; 8 stalls training (BatchNorm on 8 faces; docs/benchmarks-training.md)
     augment: bool = True  # ClipAugment on training clips
     map_batch_size: int = 32  # rows per Ray Data map_batches call (decode + augment)
+    # Decode once: keep the decoded frames (uint8, at image_size) in Ray's object store and only augment per epoch.
+    # auto: when a split's frames fit in a quarter of the object store; on; off (decode every epoch, streaming).
+    cache: str = "auto"
     prefetch_batches: int = 2  # batches Ray Data prepares ahead of the training loop
     limit_train: int = 0  # use at most this many training clips (0: all); for quick runs and benchmarks
 

@@ -16,8 +16,8 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 
 from classemo.data.format import SPLITS, DatasetFormatError, Manifest
-from classemo.data.transforms import (DEFAULT_MEAN, DEFAULT_STD, ClipAugment, decode_image, frames_to_tensor,
-                                      pad_clips, prepare_clip)
+from classemo.data.transforms import (DEFAULT_MEAN, DEFAULT_STD, ClipAugment, decode_image, finish_frames,
+                                      frames_to_tensor, pad_clips, prepare_clip, prepare_decoded, resize_frame)
 from classemo.metrics import VA_SOURCES
 
 # Only what the loop needs is read from the Parquet shards.
@@ -138,13 +138,12 @@ def _peak(frames: Sequence[bytes], peak_index: int | None) -> int:
     return len(frames) // 2
 
 
-class DecodeClips:
-    """map_batches: encoded clip rows -> fixed-shape model inputs (decode, select frames, augment, normalise).
+def _va_source(values: Sequence[str | None]) -> np.ndarray:
+    return np.asarray([VA_SOURCES.index(v or "none") for v in values], dtype=np.int64)
 
-    Output columns: `frames (B, T, 3, S, S)` float32, `mask (B, T)` bool, `label (B,)` int64, `va (B, 2)` float32
-    with NaN for missing values, `peak (B, 3, S, S)` float32 (the peak frame, for M_H), `va_source (B,)` int64
-    (index into `classemo.metrics.VA_SOURCES`).
-    """
+
+class _ModelInputs:
+    """Shared by the streaming and the cached decoders: per-batch randomness, clip and peak tensors, padding."""
 
     def __init__(self, *, num_frames: int, image_size: int, train: bool, augment: bool,
                  mean: Sequence[float] = DEFAULT_MEAN, std: Sequence[float] = DEFAULT_STD, seed: int = 0) -> None:
@@ -153,34 +152,81 @@ class DecodeClips:
         self.augment = ClipAugment() if (train and augment) else None
         self.seed = seed
 
-    def __call__(self, batch: pa.Table) -> dict[str, np.ndarray]:
+    def rng(self) -> np.random.Generator:
+        # Fresh entropy per training batch: the instance is copied into every task, so a stored generator would
+        # replay the same draws in each one.
+        return np.random.default_rng(None if self.train else self.seed)
+
+    def peak(self, frame: np.ndarray, rng: np.random.Generator) -> Any:
+        """The peak frame (for M_H) at the model's side, augmented like the clip's frames: `(3, S, S)`."""
+        frame = resize_frame(frame, self.image_size)
+        return finish_frames([frame], image_size=self.image_size, mean=self.mean, std=self.std, train=self.train,
+                             rng=rng, augment=self.augment)[0]
+
+    def outputs(self, clips: list[Any], peaks: list[Any], labels: np.ndarray, va: np.ndarray,
+                va_source: np.ndarray) -> dict[str, np.ndarray]:
         import torch
 
-        # Fresh entropy per training batch: the instance is copied into every task, so a stored generator
-        # would replay the same draws in each one.
-        rng = np.random.default_rng(None if self.train else self.seed)
+        x, mask = pad_clips(clips, self.num_frames)  # (B, T, 3, S, S), (B, T)
+        return {"frames": x.numpy(), "mask": mask.numpy(), "label": labels.astype(np.int64), "va": va,
+                "peak": torch.stack(peaks).numpy(),  # (B, 3, S, S)
+                "va_source": va_source}
 
-        frames_col = batch.column("frames").to_pylist()
-        peaks_col = batch.column("peak_index").to_pylist()
+
+class DecodeClips(_ModelInputs):
+    """map_batches: encoded clip rows -> fixed-shape model inputs (select frames, decode, resize, augment,
+    normalise), every epoch: the streaming path, for datasets too large to keep decoded.
+
+    Output columns: `frames (B, T, 3, S, S)` float32, `mask (B, T)` bool, `label (B,)` int64, `va (B, 2)` float32
+    with NaN for missing values, `peak (B, 3, S, S)` float32 (the peak frame, for M_H), `va_source (B,)` int64
+    (index into `classemo.metrics.VA_SOURCES`).
+    """
+
+    def __call__(self, batch: pa.Table) -> dict[str, np.ndarray]:
+        rng = self.rng()
         clips, peaks = [], []
-        for enc, peak_index in zip(frames_col, peaks_col):
+        for enc, peak_index in zip(batch.column("frames").to_pylist(), batch.column("peak_index").to_pylist()):
             x, _ = prepare_clip(enc, num_frames=self.num_frames, image_size=self.image_size, mean=self.mean,
                                 std=self.std, train=self.train, rng=rng, augment=self.augment)
             clips.append(x)
-            peak = [decode_image(enc[_peak(enc, peak_index)])]
-            if self.augment is not None:
-                peak = self.augment(peak, rng)
-            peaks.append(frames_to_tensor(peak, image_size=self.image_size, mean=self.mean, std=self.std)[0])
-        x, mask = pad_clips(clips, self.num_frames)  # (B, T, 3, S, S), (B, T)
-        return {
-            "frames": x.numpy(),
-            "mask": mask.numpy(),
-            "label": np.asarray(batch.column("label_idx").to_pylist(), dtype=np.int64),
-            "va": _va(batch),
-            "peak": torch.stack(peaks).numpy(),  # (B, 3, S, S)
-            "va_source": np.asarray([VA_SOURCES.index(v or "none") for v in batch.column("va_source").to_pylist()],
-                                    dtype=np.int64),
-        }
+            peaks.append(self.peak(decode_image(enc[_peak(enc, peak_index)]), rng))
+        return self.outputs(clips, peaks, np.asarray(batch.column("label_idx").to_pylist()), _va(batch),
+                            _va_source(batch.column("va_source").to_pylist()))
+
+
+class DecodeFrames:
+    """map_batches: encoded clip rows -> every frame decoded and resized to the model's side, as uint8: what the
+    decode-once cache keeps. `frames` holds one `(T_i, S, S, 3)` array per clip (ragged when clip lengths differ).
+    """
+
+    def __init__(self, *, image_size: int) -> None:
+        self.image_size = image_size
+
+    def __call__(self, batch: pa.Table) -> dict[str, np.ndarray]:
+        frames = [np.stack([resize_frame(decode_image(f), self.image_size) for f in enc])
+                  for enc in batch.column("frames").to_pylist()]
+        ragged = np.empty(len(frames), dtype=object)
+        ragged[:] = frames
+        peaks = [_peak(enc, p) for enc, p in zip(frames, batch.column("peak_index").to_pylist())]
+        return {"frames": ragged if len({f.shape for f in frames}) > 1 else np.stack(frames),
+                "peak_index": np.asarray(peaks, dtype=np.int64),
+                "label": np.asarray(batch.column("label_idx").to_pylist(), dtype=np.int64), "va": _va(batch),
+                "va_source": _va_source(batch.column("va_source").to_pylist())}
+
+
+class AugmentClips(_ModelInputs):
+    """map_batches over `DecodeFrames`' output, every epoch: select frames, augment, normalise. The same draws and
+    outputs as `DecodeClips` on the encoded rows."""
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        rng = self.rng()
+        clips, peaks = [], []
+        for frames, peak_index in zip(batch["frames"], batch["peak_index"]):
+            x, _ = prepare_decoded(frames, num_frames=self.num_frames, image_size=self.image_size, mean=self.mean,
+                                   std=self.std, train=self.train, rng=rng, augment=self.augment)
+            clips.append(x)
+            peaks.append(self.peak(np.asarray(frames[int(peak_index)]), rng))
+        return self.outputs(clips, peaks, batch["label"], batch["va"], batch["va_source"])
 
 
 class DecodePeaks:
@@ -207,15 +253,38 @@ class DecodePeaks:
 
 
 def clip_pipeline(ds: Any, *, num_frames: int, image_size: int, train: bool, augment: bool, map_batch_size: int,
-                  mean: Sequence[float] = DEFAULT_MEAN, std: Sequence[float] = DEFAULT_STD) -> Any:
-    """Lazy decode stage for the unified model. Training rows are shuffled per epoch by the iterator's buffer.
+                  mean: Sequence[float] = DEFAULT_MEAN, std: Sequence[float] = DEFAULT_STD,
+                  cache: bool = False) -> Any:
+    """Decode stage for the unified model. Training rows are shuffled per epoch by the iterator's buffer.
 
-    The decoder runs as stateless tasks (an instance, not a class): an actor pool would hold its CPUs even when
-    idle, and with train plus one validation dataset per rank, idle pools starve the other datasets' reads.
+    With `cache`, the split is read and decoded once, here (`DecodeFrames`, materialised in the object store), and
+    each epoch only selects frames, augments and normalises (`AugmentClips`); without it every epoch reads and
+    decodes the encoded rows (`DecodeClips`, lazy). The decoders run as stateless tasks (an instance, not a class):
+    an actor pool would hold its CPUs even when idle, and with train plus one validation dataset per rank, idle
+    pools starve the other datasets' reads.
     """
-    decode = DecodeClips(num_frames=num_frames, image_size=image_size, train=train, augment=augment, mean=mean,
-                         std=std)
-    return ds.map_batches(decode, batch_size=map_batch_size, batch_format="pyarrow", num_cpus=1)
+    kwargs = dict(num_frames=num_frames, image_size=image_size, train=train, augment=augment, mean=mean, std=std)
+    if not cache:
+        return ds.map_batches(DecodeClips(**kwargs), batch_size=map_batch_size, batch_format="pyarrow", num_cpus=1)
+    decoded = ds.map_batches(DecodeFrames(image_size=image_size), batch_size=map_batch_size, batch_format="pyarrow",
+                             num_cpus=1).materialize()
+    return decoded.map_batches(AugmentClips(**kwargs), batch_size=map_batch_size, batch_format="numpy", num_cpus=1)
+
+
+def decoded_bytes(manifest: Manifest, split: str, image_size: int) -> int:
+    """Size of a split's frames decoded at the model's side (uint8 RGB): what the decode-once cache holds."""
+    return int(manifest.frame_counts.get(split, 0)) * image_size * image_size * 3
+
+
+def cache_decision(mode: str, nbytes: int, object_store_bytes: float) -> bool:
+    """Whether to decode a split once (`DataConfig.cache`): on, off, or auto (it fits in a quarter of the store).
+
+    Raises:
+        DatasetError: for another mode.
+    """
+    if mode not in ("auto", "on", "off"):
+        raise DatasetError(f"data.cache must be auto, on or off, got {mode!r}")
+    return mode == "on" or (mode == "auto" and nbytes <= 0.25 * object_store_bytes)
 
 
 def peak_pipeline(ds: Any, *, image_size: int, train: bool, augment: bool, map_batch_size: int) -> Any:

@@ -160,6 +160,8 @@ def unified_train_fn(config: dict[str, Any]) -> dict[str, Any]:
                                labels.names, bf16=bf16, device=device)
         val = gather_metrics(acc).compute()
         metrics = {"epoch": epoch, "num_nodes": num_nodes, "ray_workers_started": workers_started(),
+                   # CPU seconds of all train workers' processes so far: against the machine's, what Ray costs.
+                   "train_worker_cpu_s": _mean_over_workers(time.process_time(), 1) * world,
                    "train_loss": _mean_over_workers(total, count),
                    "train_clips_per_s": _mean_over_workers(clips / max(train_time, 1e-9), 1) * world,
                    "lr": optimizer.param_groups[0]["lr"], **scalar_metrics(val, prefix="val_")}

@@ -268,7 +268,7 @@ def run_training(cfg: JobConfig, info: Any = None, *, generator_dir: str = "", p
     """
     import ray
 
-    from jobs.data import clip_pipeline, read_split, val_shards
+    from jobs.data import cache_decision, clip_pipeline, decoded_bytes, read_split, val_shards
     from jobs.stages import pack_dir, unified_train_fn
 
     info = info or ensure_dataset(cfg)
@@ -281,10 +281,19 @@ def run_training(cfg: JobConfig, info: Any = None, *, generator_dir: str = "", p
     if not generator_dir:
         print("[classemo] no StarGAN generator: M_H uses the real peak frames only", flush=True)
     counts = [info.manifest.label_counts.get("train", {}).get(n, 0) for n in labels.names]
+    store = float(ray.cluster_resources().get("object_store_memory", 0.0))
+    cache = {}
+    for split in ("train", "val"):
+        nbytes = decoded_bytes(info.manifest, split, d.image_size)
+        cache[split] = cache_decision(d.cache, nbytes, store)
+        how = "read and decoded once, kept in the object store" if cache[split] else "streamed, decoded every epoch"
+        print(f"[classemo] {split}: {nbytes / 1e6:.1f} MB decoded at {d.image_size} px: {how} (data.cache={d.cache}, "
+              f"object store {store / 1e9:.1f} GB)", flush=True)
     train = clip_pipeline(read_split(info, "train", limit=d.limit_train), num_frames=d.num_frames,
-                          image_size=d.image_size, train=True, augment=d.augment, map_batch_size=d.map_batch_size)
+                          image_size=d.image_size, train=True, augment=d.augment, map_batch_size=d.map_batch_size,
+                          cache=cache["train"])
     val = {k: clip_pipeline(v, num_frames=d.num_frames, image_size=d.image_size, train=False, augment=False,
-                            map_batch_size=d.map_batch_size)
+                            map_batch_size=d.map_batch_size, cache=cache["val"])
            for k, v in val_shards(read_split(info, "val"), cfg.scaling.num_workers).items()}
     run_id = _child_run(cfg, parent_run_id, "unified")
     trainer = build_trainer(

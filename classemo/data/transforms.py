@@ -276,7 +276,48 @@ def prepare_clip(
     """
     rng = rng if rng is not None else np.random.default_rng()
     idx = select_frame_indices(len(encoded_frames), num_frames, train=train, rng=rng)
-    frames = [decode_image(encoded_frames[i]) for i in idx]
+    frames = [resize_frame(decode_image(encoded_frames[i]), image_size) for i in idx]
+    return finish_frames(frames, image_size=image_size, mean=mean, std=std, train=train, rng=rng,
+                         augment=augment), idx
+
+
+def prepare_decoded(
+    frames: Sequence[np.ndarray],
+    *,
+    num_frames: int,
+    image_size: int,
+    mean: Sequence[float] = DEFAULT_MEAN,
+    std: Sequence[float] = DEFAULT_STD,
+    train: bool = False,
+    rng: np.random.Generator | None = None,
+    augment: ClipAugment | None = None,
+) -> tuple[torch.Tensor, list[int]]:
+    """`prepare_clip` for a clip whose frames are already decoded (and usually resized): the decode-once cache.
+
+    The same frame choice, augmentation and normalisation as `prepare_clip`, draw for draw.
+    """
+    rng = rng if rng is not None else np.random.default_rng()
+    idx = select_frame_indices(len(frames), num_frames, train=train, rng=rng)
+    chosen = [resize_frame(np.asarray(frames[i]), image_size) for i in idx]
+    return finish_frames(chosen, image_size=image_size, mean=mean, std=std, train=train, rng=rng,
+                         augment=augment), idx
+
+
+def finish_frames(
+    frames: Sequence[np.ndarray],
+    *,
+    image_size: int,
+    mean: Sequence[float] = DEFAULT_MEAN,
+    std: Sequence[float] = DEFAULT_STD,
+    train: bool = False,
+    rng: np.random.Generator | None = None,
+    augment: ClipAugment | None = None,
+) -> torch.Tensor:
+    """Frames at the model's side -> (augmented) normalised `(T, 3, S, S)` tensor.
+
+    Augmentation runs after the resize, at the model's side: its shifts and zooms are fractions of the frame, so
+    the draw means the same at any size, and it costs less on the small frame.
+    """
     if train and augment is not None:
-        frames = augment(frames, rng)
-    return frames_to_tensor(frames, image_size=image_size, mean=mean, std=std), idx
+        frames = augment(frames, rng if rng is not None else np.random.default_rng())
+    return frames_to_tensor(frames, image_size=image_size, mean=mean, std=std)

@@ -8,7 +8,8 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from jobs.data import READ_COLUMNS, DatasetError, DecodeClips, DecodePeaks, KeepShard, inspect_dataset, shard_of
+from jobs.data import (READ_COLUMNS, AugmentClips, DatasetError, DecodeClips, DecodeFrames, DecodePeaks, KeepShard,
+                       cache_decision, decoded_bytes, inspect_dataset, shard_of)
 
 
 @pytest.fixture(scope="module")
@@ -32,6 +33,32 @@ def test_eval_decoding_is_deterministic_and_peaks_lie_in_gan_range(rows) -> None
     np.testing.assert_array_equal(a["frames"], b["frames"])
     peaks = DecodePeaks(image_size=32, train=False, augment=False)(rows)["image"]
     assert peaks.min() >= -1.0 and peaks.max() <= 1.0
+
+
+@pytest.mark.parametrize("train", [False, True])
+def test_decode_once_cache_gives_what_streaming_gives(rows, train: bool) -> None:
+    """Cached path (decode once, then select + augment + normalise per epoch) against the streaming decoder: equal
+    for evaluation; for training the same draws, given the same random stream."""
+    kwargs = dict(num_frames=3, image_size=24, train=train, augment=True)
+    cached = DecodeFrames(image_size=24)(rows)
+    assert cached["frames"].dtype == np.uint8 and cached["frames"].shape == (5, 4, 24, 24, 3)
+    stream, again = DecodeClips(**kwargs), AugmentClips(**kwargs)
+    if train:  # a seeded stream on both sides (the job draws fresh entropy per batch)
+        stream.rng = again.rng = lambda: np.random.default_rng(7)  # type: ignore[method-assign]
+    a, b = stream(rows), again(cached)
+    assert a.keys() == b.keys()
+    for k in a:
+        np.testing.assert_array_equal(a[k], b[k], err_msg=k)
+
+
+def test_cache_is_chosen_by_size(tiny_dataset: Path) -> None:
+    manifest = inspect_dataset(str(tiny_dataset)).manifest
+    nbytes = decoded_bytes(manifest, "train", 48)
+    assert nbytes == manifest.frame_counts["train"] * 48 * 48 * 3
+    assert cache_decision("auto", nbytes, 4 * nbytes) and not cache_decision("auto", nbytes, 3 * nbytes)
+    assert cache_decision("on", nbytes, 0) and not cache_decision("off", nbytes, 1e12)
+    with pytest.raises(DatasetError, match="data.cache must be auto, on or off"):
+        cache_decision("sometimes", nbytes, 1e12)
 
 
 def test_validation_shards_cover_every_clip_exactly_once(rows) -> None:
