@@ -151,8 +151,8 @@ def main() -> None:
     print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         runs = ", ".join(f"{x:.2f}" for x in r["all_x"])
-        print(f"| {r['video']} | {r['detector']} | {r['duration_s']:.1f} | {r['wall_s']:.1f} | **{r['x_realtime']:.2f}** "
-              f"({runs}) | {r['faces']:.1f} | {r['tracks']} | "
+        print(f"| {r['video']} | {r['detector']} | {r['duration_s']:.1f} | {r['wall_s']:.1f} | "
+              f"**{r['x_realtime']:.2f}** ({runs}) | {r['faces']:.1f} | {r['tracks']} | "
               + " | ".join(f"{r[k]:.0%}" for k in STAGES) + " |")
     print("\n| 30-face classroom | " + " | ".join(f"{d} recall | {d} ms/frame" for d in detectors) + " |")
     print("|---|" + "---|---|" * len(detectors))

@@ -69,7 +69,8 @@ def convert_afew_va(
 
     The JSON holds `{"actor": ..., "frames": {"00000": {"valence": v, "arousal": a, "landmarks": [[x, y], ...]}}}`
     with V/A on [-va_scale, va_scale] (AFEW-VA uses -10..10). Landmarks, when present, give the face box (and, for
-    68-point landmarks, the five points that aligned crops use); else the detector's face track does. A clip with any unreadable or missing frame is rejected whole, so a clip's frames
+    68-point landmarks, the five points that aligned crops use); else the detector's face track does. A clip with
+    any unreadable or missing frame is rejected whole, so a clip's frames
     and its per-frame V/A always line up.
 
     Args:

@@ -6,10 +6,11 @@ writes as its ground truth, and what an annotation tool's per-person tracks expo
 
 The faces are not cropped from the annotated boxes. Each sampled frame goes through the video pipeline's own face
 detector, and an annotated person takes the detection that overlaps their box most (IoU >= `min_iou`); the crop
-is the face path's (`classemo.faces.FacePath`: aligned on YuNet's landmarks by default), with the pipeline's margin. So the training clips have the scale, jitter and misses that
-inference will have, which is what a model meant for `classemo analyze` must learn from. A person's matched frames
-are then cut into windows of `window` consecutive detections, as `classemo.video.windows.WindowBuffer` cuts a
-track, labelled at the window's centre frame (where the timeline reports a window).
+is the face path's (`classemo.faces.FacePath`: aligned on YuNet's landmarks by default), with the pipeline's margin.
+So the training clips have the scale, jitter and misses that inference will have, which is what a model meant for
+`classemo analyze` must learn from. A person's matched frames are then cut into windows of `window` consecutive
+detections, as `classemo.video.windows.WindowBuffer` cuts a track, labelled at the window's centre frame (where the
+timeline reports a window).
 """
 
 from __future__ import annotations

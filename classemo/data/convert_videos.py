@@ -180,4 +180,5 @@ def convert_videos_cmd(
     run_conversion(lambda: convert_videos(
         src, out, labels_csv=labels_csv, label_column=label_column, label_map=label_map,
         labels=parse_label_set(labels), fps=fps, window=window, max_frames=max_frames, image_size=image_size,
-        margin=margin, detector=detector, align=align, yunet_model=yunet_model, fractions=parse_fractions(split), seed=seed, frame_format=frame_format, progress=progress), out)
+        margin=margin, detector=detector, align=align, yunet_model=yunet_model, fractions=parse_fractions(split),
+        seed=seed, frame_format=frame_format, progress=progress), out)

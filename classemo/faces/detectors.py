@@ -26,8 +26,8 @@ class FaceDetector(Protocol):
 
 
 class HaarDetector:
-    """OpenCV's bundled Haar cascades for video frames, tuned for classroom scales: faces from `min_size_frac` of the frame's shorter
-    side upwards.
+    """OpenCV's bundled Haar cascades for video frames, tuned for classroom scales: faces from `min_size_frac` of the
+    frame's shorter side upwards.
 
     Wraps `classemo.faces.haar.HaarFaceDetector`. The cascade's window is 24 px, so the frame is downscaled just
     enough that the smallest wanted face becomes ~24 px: detection cost then depends on the relative face size, not

@@ -136,8 +136,8 @@ class FacePath:
         self.settings = settings or FaceSettings()
         s = self.settings
         if detector is None:
-            kwargs: dict[str, Any] = {"max_side": s.max_side, "model_path": s.model_path} if s.detector == "yunet" else {}
-            detector = make_detector(s.detector, **kwargs)
+            yunet = {"max_side": s.max_side, "model_path": s.model_path}
+            detector = make_detector(s.detector, **(yunet if s.detector == "yunet" else {}))
         self.detector = detector
         self.too_small = 0  # faces skipped for being under min_face, over this path's life
 
