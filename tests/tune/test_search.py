@@ -76,7 +76,11 @@ def test_three_trial_search_asha_mlflow_and_registry(ray_with_state_api, mlflow_
         assert float(run.data.params["eta2"]) == pytest.approx(row["eta2"], rel=1e-4)
         assert run.data.tags["tune.status"] == row["status"]
         history = client.get_metric_history(run.info.run_id, "val_uar")
-        assert len(history) == row["epochs"]  # per-epoch metrics, only as many epochs as the trial ran
+        # Per-epoch metrics, one per epoch trained. ASHA's stop arrives after the result it judged: a trainer as fast
+        # as this tiny one (no worker churn since session 5) can finish and log the next epoch before its actor is
+        # killed, so a stopped trial may hold one epoch more in MLflow than Tune counted, never more than max_t.
+        assert [m.step for m in sorted(history, key=lambda m: m.step)] == list(range(len(history)))
+        assert row["epochs"] <= len(history) <= 2 and (row["status"] == "stopped_early" or len(history) == 2)
         assert run.data.metrics["best_val_uar"] == pytest.approx(row["best_val_uar"])
     assert "final_val_accuracy" in by_trial[best["trial_id"]].data.metrics
 
