@@ -1,0 +1,60 @@
+"""The classic floor on a converted dataset: HOG features + a linear SVM, fitted on train + val, scored on test.
+
+    python bench/hog_floor.py data/muxspace [--size 64] [--c 0.01]
+
+Same crops and split as the job (the dataset's own), so its accuracy and UAR sit beside the model's from
+`python jobs/train.py` on that dataset. Each clip's peak frame is used (a still image is a 1-frame clip).
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import numpy as np
+
+
+def features(root: str, split: str, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """HOG of each clip's peak frame (grey, `size` px): `(N, D)` features and `(N,)` labels."""
+    import cv2
+
+    from classemo.data.format import read_split
+
+    hog = cv2.HOGDescriptor((size, size), (size // 4, size // 4), (size // 8, size // 8), (size // 8, size // 8), 9)
+    table = read_split(root, split)
+    feats, labels = [], []
+    for frames, peak, label in zip(table.column("frames").to_pylist(), table.column("peak_index").to_pylist(),
+                                   table.column("label_idx").to_pylist()):
+        image = cv2.imdecode(np.frombuffer(frames[min(peak, len(frames) - 1)], np.uint8), cv2.IMREAD_GRAYSCALE)
+        feats.append(hog.compute(cv2.resize(image, (size, size), interpolation=cv2.INTER_AREA)).ravel())
+        labels.append(label)
+    return np.asarray(feats, np.float32), np.asarray(labels)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("root", help="converted dataset (local path)")
+    ap.add_argument("--size", type=int, default=64, help="side the crops are resized to for HOG")
+    ap.add_argument("--c", type=float, default=0.01, help="the SVM's C")
+    args = ap.parse_args()
+
+    from sklearn.preprocessing import StandardScaler
+    from sklearn.svm import LinearSVC
+
+    from classemo.data.format import read_manifest
+
+    names = list(read_manifest(args.root).label_set.names)
+    parts = [features(args.root, s, args.size) for s in ("train", "val", "test")]
+    x_fit, y_fit = np.concatenate([parts[0][0], parts[1][0]]), np.concatenate([parts[0][1], parts[1][1]])
+    x_test, y_test = parts[2]
+    scaler = StandardScaler().fit(x_fit)
+    svm = LinearSVC(C=args.c, max_iter=5000).fit(scaler.transform(x_fit), y_fit)
+    pred = svm.predict(scaler.transform(x_test))
+    per_class = {n: float((pred[y_test == i] == i).mean()) for i, n in enumerate(names) if (y_test == i).any()}
+    print(f"HOG + linear SVM on {args.root}: fit on {len(y_fit)} (train + val), test {len(y_test)}")
+    print(f"accuracy {float((pred == y_test).mean()):.3f}, UAR {np.mean(list(per_class.values())):.3f}")
+    print("per class: " + ", ".join(f"{n} {a:.2f} (n={int((y_test == names.index(n)).sum())})"
+                                    for n, a in per_class.items()))
+
+
+if __name__ == "__main__":
+    main()
