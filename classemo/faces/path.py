@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 import cv2
@@ -168,7 +168,3 @@ class FacePath:
         """Detect and crop every face of a frame, largest first."""
         frame = as_bgr(frame_bgr)
         return [Face(b, *self.crop(frame, b)) for b in self.detect(frame)]
-
-    def with_size(self, size: int) -> "FacePath":
-        """The same path with another crop size, sharing the detector."""
-        return FacePath(replace(self.settings, size=size), detector=self.detector)
