@@ -16,9 +16,10 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 
 from classemo.data.format import SPLITS, DatasetFormatError, Manifest
-from classemo.data.transforms import (DEFAULT_MEAN, DEFAULT_STD, ClipAugment, decode_image, finish_frames,
+from classemo.data.transforms import (ClipAugment, decode_image, finish_frames,
                                       frames_to_tensor, pad_clips, prepare_clip, prepare_decoded, resize_frame)
 from classemo.metrics import VA_SOURCES
+from classemo.preprocessing import DEFAULT_MEAN, DEFAULT_STD, GAN_MEAN, GAN_STD
 
 # Only what the loop needs is read from the Parquet shards.
 READ_COLUMNS = ["clip_id", "frames", "peak_index", "label_idx", "valence", "arousal", "va_source"]
@@ -246,8 +247,7 @@ class DecodePeaks:
             img = [decode_image(enc[_peak(enc, peak_index)])]
             if self.augment is not None:
                 img = self.augment(img, rng)
-            # mean = std = 0.5 maps [0, 1] to [-1, 1], the range of the generator's tanh output.
-            images.append(frames_to_tensor(img, image_size=self.image_size, mean=(0.5,) * 3, std=(0.5,) * 3)[0])
+            images.append(frames_to_tensor(img, image_size=self.image_size, mean=GAN_MEAN, std=GAN_STD)[0])
         return {"image": torch.stack(images).numpy(),
                 "label": np.asarray(batch.column("label_idx").to_pylist(), dtype=np.int64)}
 

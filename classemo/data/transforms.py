@@ -15,8 +15,8 @@ import numpy as np
 import torch
 from einops import rearrange
 
-DEFAULT_MEAN: tuple[float, float, float] = (0.5, 0.5, 0.5)
-DEFAULT_STD: tuple[float, float, float] = (0.5, 0.5, 0.5)
+from classemo.preprocessing import DEFAULT_MEAN, DEFAULT_STD
+
 
 
 class ImageDecodeError(ValueError):

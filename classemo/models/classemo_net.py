@@ -21,10 +21,9 @@ from classemo.models.registry import register_model
 from classemo.models.residual_attention import ResidualAttention
 from classemo.models.temporal import TemporalEncoder, masked_mean
 from classemo.models.vit import ViTBackbone
+from classemo.preprocessing import DEFAULT_MEAN, DEFAULT_STD
 
 # timm's ViT default normalisation; there are no pretrained statistics to match since weights start random.
-DEFAULT_MEAN = (0.5, 0.5, 0.5)
-DEFAULT_STD = (0.5, 0.5, 0.5)
 
 
 class ClassEmoNet(nn.Module):
