@@ -23,8 +23,6 @@ from classemo.models.temporal import TemporalEncoder, masked_mean
 from classemo.models.vit import ViTBackbone
 from classemo.preprocessing import DEFAULT_MEAN, DEFAULT_STD
 
-# timm's ViT default normalisation; there are no pretrained statistics to match since weights start random.
-
 
 class ClassEmoNet(nn.Module):
     """Unified network: ViT + residual attention + non-local + MHSA/FFN fusion + NetVLAD, then temporal encoder."""
