@@ -23,6 +23,8 @@ from classemo.models.temporal import TemporalEncoder, masked_mean
 from classemo.models.vit import ViTBackbone
 from classemo.preprocessing import DEFAULT_MEAN, DEFAULT_STD
 
+SEED_KWARGS = ("vit_weights", "pretrained", "pretrained_file")  # kwargs that only choose the starting weights
+
 
 class ClassEmoNet(nn.Module):
     """Unified network: ViT + residual attention + non-local + MHSA/FFN fusion + NetVLAD, then temporal encoder."""
@@ -49,9 +51,11 @@ class ClassEmoNet(nn.Module):
         use_residual_attention: bool = True,
         use_non_local: bool = True,
         use_temporal: bool = True,
-        mean: tuple[float, float, float] = DEFAULT_MEAN,
-        std: tuple[float, float, float] = DEFAULT_STD,
+        mean: tuple[float, float, float] | None = None,
+        std: tuple[float, float, float] | None = None,
         vit_weights: str | None = None,
+        pretrained: str | None = None,
+        pretrained_file: str | None = None,
         stem: str = "patch",
     ) -> None:
         """Build the network.
@@ -76,9 +80,13 @@ class ClassEmoNet(nn.Module):
             use_residual_attention: residual attention stream on the token grid.
             use_non_local: non-local stream on the token grid.
             use_temporal: temporal encoder (off: masked mean of the per-frame features).
-            mean: per-channel input mean, carried in `default_cfg`.
-            std: per-channel input std, carried in `default_cfg`.
+            mean: per-channel input mean, carried in `default_cfg` (None: the pretrained weights' mean, else
+                classemo.preprocessing.DEFAULT_MEAN).
+            std: per-channel input std, as `mean`.
             vit_weights: optional local file of timm ViT weights for the backbone.
+            pretrained: optional timm model name and tag whose pretrained ViT weights seed the backbone
+                ("vit_small_patch16_224.augreg_in21k"; see models/vit.py).
+            pretrained_file: local weights file for `pretrained`, for machines without internet.
             stem: ViT patch embedding, "patch" (patchify) or "conv" (convolutional stem; see models/vit.py).
         """
         super().__init__()
@@ -94,15 +102,19 @@ class ClassEmoNet(nn.Module):
         self.use_residual_attention = use_residual_attention
         self.use_non_local = use_non_local
         self.use_temporal = use_temporal
-        self.default_cfg: dict[str, Any] = {
-            "image_size": image_size, "mean": tuple(mean), "std": tuple(std), "num_frames": num_frames,
-        }
-
         self.backbone = ViTBackbone(
             num_classes=num_classes, image_size=image_size, patch_size=patch_size, embed_dim=embed_dim,
             depth=depth, num_heads=num_heads, mlp_ratio=mlp_ratio, drop_path_rate=drop_path_rate, weights=vit_weights,
-            stem=stem,
+            pretrained=pretrained, pretrained_file=pretrained_file, stem=stem,
         )
+        # Pretrained weights expect the normalisation they were trained with; it travels in the checkpoint.
+        self.pretrained_cfg = self.backbone.pretrained_cfg  # None for random init
+        source = self.pretrained_cfg or {}
+        self.default_cfg: dict[str, Any] = {
+            "image_size": image_size, "num_frames": num_frames,
+            "mean": tuple(mean or source.get("mean") or DEFAULT_MEAN),
+            "std": tuple(std or source.get("std") or DEFAULT_STD),
+        }
         self.residual_attention = (
             ResidualAttention(embed_dim, depth=residual_attention_depth) if use_residual_attention else None
         )
@@ -304,8 +316,11 @@ def _create(name: str, model_args: dict[str, Any], kwargs: dict[str, Any]) -> Cl
     """Build a preset as `ClassEmoNet(**dict(model_args, **kwargs))`, remembering how to rebuild it."""
     model = ClassEmoNet(**dict(model_args, **kwargs))
     model.model_name = name
-    # A weights file only seeds training; the trained state dict replaces it, so rebuilding never needs the file.
-    model.model_kwargs = {k: v for k, v in kwargs.items() if k != "vit_weights"}
+    # Pretrained weights only seed training; the trained state dict replaces them, so rebuilding a checkpoint never
+    # needs them (nor a download). Where they came from is recorded apart, in `pretrained_cfg`.
+    model.model_kwargs = {k: v for k, v in kwargs.items() if k not in SEED_KWARGS}
+    if model.pretrained_cfg:  # ... but the normalisation they came with stays part of the model
+        model.model_kwargs.update(mean=list(model.default_cfg["mean"]), std=list(model.default_cfg["std"]))
     return model
 
 
@@ -334,7 +349,8 @@ def classemo_small(**kwargs: Any) -> ClassEmoNet:
 def classemo_base(**kwargs: Any) -> ClassEmoNet:
     """GPU preset: 224 px, patch 16 (14x14 tokens), ViT-S width 384, depth 12, K=32, 16 frames.
 
-    It keeps the patchify stem so that local ViT-S weights load (`vit_weights=`); without them, pass
+    It keeps the patchify stem so that ViT-S weights load: `pretrained="vit_small_patch16_224.augreg_in21k"`
+    (ImageNet-21k; add `pretrained_file=` offline) or `vit_weights=` (a local state dict); without them, pass
     `stem="conv"`: from scratch the patchify ViT does not generalise on small data (docs/model.md, "Stem").
     """
     model_args = dict(

@@ -5,15 +5,16 @@ classification head, whose cross-entropy is the paper's M_B.
 
 The patch embedding is either ViT's own patchify (one strided conv, `stem="patch"`) or a small CNN whose feature map
 becomes the token grid (`stem="conv"`: the "hybrid" ViT of Dosovitskiy et al. 2021, Section 3.1). Trained from
-scratch on a few hundred faces, as every run here must be (no pretrained weights can be fetched), the patchify ViT
-stays at chance on held-out people; the hybrid stem gives it the locality prior it lacks (docs/model.md, "Stem").
+scratch on a few hundred faces, the patchify ViT stays at chance on held-out people; the hybrid stem gives it the
+locality prior it lacks (docs/model.md, "Stem"). With pretrained weights (`pretrained=` a timm name, fetched by timm
+or read from a local file offline), the patchify stem is the one that fits them.
 """
 
 from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from timm.layers import resample_abs_pos_embed
@@ -36,6 +37,8 @@ class ViTBackbone(nn.Module):
         mlp_ratio: float = 4.0,
         drop_path_rate: float = 0.0,
         weights: str | None = None,
+        pretrained: str | None = None,
+        pretrained_file: str | None = None,
         stem: Literal["patch", "conv"] = "patch",
     ) -> None:
         """Build the backbone.
@@ -49,10 +52,14 @@ class ViTBackbone(nn.Module):
             num_heads: attention heads per block.
             mlp_ratio: hidden width of each block's MLP relative to `embed_dim`.
             drop_path_rate: stochastic depth rate.
-            weights: optional local file with a timm ViT state dict (no downloads: pretrained weights are
-                only ever read from disk).
-            stem: "patch" (ViT's patchify conv) or "conv" (a small CNN, `ConvStem`, with the same token grid). A
-                weights file only fits the "patch" stem.
+            weights: optional local file with a timm ViT state dict, read from disk only.
+            pretrained: optional timm model name with its pretrained tag ("vit_small_patch16_224.augreg_in21k"):
+                timm builds that model with its pretrained weights (Hugging Face hub or timm's cache, or
+                `pretrained_file` offline) and its ViT weights seed this backbone. Width, depth and heads must match.
+            pretrained_file: local file of the `pretrained` model's weights (timm's `pretrained_cfg_overlay`), for
+                machines without internet.
+            stem: "patch" (ViT's patchify conv) or "conv" (a small CNN, `ConvStem`, with the same token grid).
+                Pretrained weights only fit the "patch" stem.
         """
         super().__init__()
         if image_size % patch_size:
@@ -76,10 +83,22 @@ class ViTBackbone(nn.Module):
         self.head = nn.Linear(embed_dim, num_classes)
         self.grid_size: tuple[int, int] = tuple(self.vit.patch_embed.grid_size)
         self.embed_dim = embed_dim
+        # Where the weights came from and the normalisation they were trained with (None: random init).
+        self.pretrained_cfg: dict[str, Any] | None = None
+        if weights is not None and pretrained is not None:
+            raise ValueError("pass either weights= (a local state dict) or pretrained= (a timm model name), not both")
+        if (weights is not None or pretrained is not None) and stem != "patch":
+            raise ValueError("pretrained ViT weights fit the 'patch' stem only; build the backbone with stem='patch'")
+        if pretrained_file is not None and pretrained is None:
+            raise ValueError("pretrained_file= names the weights of a timm model: pass its name as pretrained= too")
         if weights is not None:
-            if stem != "patch":
-                raise ValueError("ViT weights files fit the 'patch' stem only; build the backbone with stem='patch'")
-            load_vit_weights(self.vit, weights)
+            load_vit_weights(self.vit, read_state_dict(weights), source=repr(str(weights)))
+            self.pretrained_cfg = {"file": str(weights)}
+        elif pretrained is not None:
+            state, source_cfg = timm_pretrained(pretrained, file=pretrained_file)
+            load_vit_weights(self.vit, state, source=repr(pretrained))
+            self.pretrained_cfg = {"name": pretrained, "file": pretrained_file, "mean": source_cfg.get("mean"),
+                                   "std": source_cfg.get("std")}
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Encode face crops.
@@ -132,16 +151,44 @@ class ConvStem(nn.Sequential):
         super().__init__(*layers)  # (N, 3, S, S) -> (N, E, S / patch, S / patch)
 
 
-def load_vit_weights(vit: VisionTransformer, path: str | Path) -> None:
-    """Load a local timm ViT state dict into `vit`, resampling the position embedding to the grid if needed.
+def timm_pretrained(name: str, *, file: str | Path | None = None) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """The ViT weights and pretrained config of timm model `name`, built by timm with `pretrained=True`.
+
+    Online, timm fetches the weights from the Hugging Face hub (or reuses its cache); offline, `file` stands in
+    for the hub through `pretrained_cfg_overlay`, so the same name and tag work on an air-gapped cluster.
 
     Args:
-        vit: the freshly built transformer.
-        path: a `.pt`/`.pth` file holding a state dict (optionally under a "state_dict" or "model" key).
+        name: timm model name, optionally with a pretrained tag ("vit_small_patch16_224.augreg_in21k").
+        file: local weights of that model (.pth, .bin or .safetensors).
+
+    Raises:
+        ValueError: unknown model name, a file that is missing, or weights that cannot be fetched or read.
+    """
+    import timm
+    from timm.models import get_arch_name, is_model
+
+    if not is_model(name):
+        raise ValueError(f"timm has no model {name!r}: see timm.list_models('vit_*', pretrained=True)")
+    if not any(get_arch_name(name) in timm.list_models(module=m) for m in ("vision_transformer", "deit")):
+        raise ValueError(f"{name!r} is not a timm VisionTransformer; the backbone needs one (e.g. "
+                         "'vit_small_patch16_224.augreg_in21k')")
+    if file is not None and not Path(file).is_file():
+        raise ValueError(f"pretrained weights file {str(file)!r} for {name!r} does not exist")
+    overlay = {"file": str(file)} if file is not None else None
+    try:
+        source = timm.create_model(name, pretrained=True, num_classes=0, pretrained_cfg_overlay=overlay)
+    except Exception as err:  # hub errors (offline, 404, auth) come in many types; all end here with one message
+        hint = "" if file is not None else "; offline, pass the weights file as pretrained_file="
+        raise ValueError(f"cannot load the pretrained weights of {name!r}: {type(err).__name__}: {err}{hint}") from err
+    return source.state_dict(), dict(source.pretrained_cfg)
+
+
+def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
+    """A local `.pt`/`.pth` state dict, optionally stored under a "state_dict" or "model" key.
 
     Raises:
         FileNotFoundError: the file does not exist.
-        ValueError: the file is not a state dict, or its tensors do not fit this architecture.
+        ValueError: the file is not a state dict of tensors.
     """
     path = Path(path)
     if not path.is_file():
@@ -155,7 +202,20 @@ def load_vit_weights(vit: VisionTransformer, path: str | Path) -> None:
             state = state[key]
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise ValueError(f"ViT weights file {str(path)!r} does not hold a state dict of tensors")
-    # The classifier of the source model is never reused: our heads are sized for our label set.
+    return state
+
+
+def load_vit_weights(vit: VisionTransformer, state: dict[str, torch.Tensor], *, source: str) -> None:
+    """Load a timm ViT state dict into `vit`, resampling the position embedding to the grid if needed.
+
+    Args:
+        vit: the freshly built transformer.
+        state: its weights (a source classifier head is dropped: our heads are sized for our label set).
+        source: where they came from, for error messages.
+
+    Raises:
+        ValueError: the tensors do not fit this architecture, naming what differs.
+    """
     state = {k: v for k, v in state.items() if not k.startswith("head.")}
     own = vit.state_dict()
     if "pos_embed" in state and state["pos_embed"].shape != own["pos_embed"].shape:
@@ -169,7 +229,7 @@ def load_vit_weights(vit: VisionTransformer, path: str | Path) -> None:
              for k in own if k in state and state[k].shape != own[k].shape]
     if missing or unexpected or wrong:
         raise ValueError(
-            f"ViT weights {str(path)!r} do not match the architecture: missing {missing[:5]}"
+            f"ViT weights {source} do not match the architecture: missing {missing[:5]}"
             f"{' ...' if len(missing) > 5 else ''}, unexpected {unexpected[:5]}"
             f"{' ...' if len(unexpected) > 5 else ''}, shape mismatches {wrong[:5]}"
         )
