@@ -30,6 +30,26 @@ def features(root: str, split: str, size: int) -> tuple[np.ndarray, np.ndarray]:
     return np.asarray(feats, np.float32), np.asarray(labels)
 
 
+def hog_floor(root: str, *, size: int = 64, c: float = 0.01) -> dict:
+    """Fit on the dataset's train + val, score on its test split: accuracy, UAR, per-class accuracy and counts."""
+    from sklearn.preprocessing import StandardScaler
+    from sklearn.svm import LinearSVC
+
+    from classemo.data.format import read_manifest
+
+    names = list(read_manifest(root).label_set.names)
+    parts = [features(root, s, size) for s in ("train", "val", "test")]
+    x_fit, y_fit = np.concatenate([parts[0][0], parts[1][0]]), np.concatenate([parts[0][1], parts[1][1]])
+    x_test, y_test = parts[2]
+    scaler = StandardScaler().fit(x_fit)
+    svm = LinearSVC(C=c, max_iter=5000).fit(scaler.transform(x_fit), y_fit)
+    pred = svm.predict(scaler.transform(x_test))
+    per_class = {n: float((pred[y_test == i] == i).mean()) for i, n in enumerate(names) if (y_test == i).any()}
+    return {"accuracy": float((pred == y_test).mean()), "uar": float(np.mean(list(per_class.values()))),
+            "per_class": per_class, "num_fit": int(len(y_fit)), "num_test": int(len(y_test)),
+            "test_counts": {n: int((y_test == names.index(n)).sum()) for n in per_class}}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("root", help="converted dataset (local path)")
@@ -37,23 +57,10 @@ def main() -> None:
     ap.add_argument("--c", type=float, default=0.01, help="the SVM's C")
     args = ap.parse_args()
 
-    from sklearn.preprocessing import StandardScaler
-    from sklearn.svm import LinearSVC
-
-    from classemo.data.format import read_manifest
-
-    names = list(read_manifest(args.root).label_set.names)
-    parts = [features(args.root, s, args.size) for s in ("train", "val", "test")]
-    x_fit, y_fit = np.concatenate([parts[0][0], parts[1][0]]), np.concatenate([parts[0][1], parts[1][1]])
-    x_test, y_test = parts[2]
-    scaler = StandardScaler().fit(x_fit)
-    svm = LinearSVC(C=args.c, max_iter=5000).fit(scaler.transform(x_fit), y_fit)
-    pred = svm.predict(scaler.transform(x_test))
-    per_class = {n: float((pred[y_test == i] == i).mean()) for i, n in enumerate(names) if (y_test == i).any()}
-    print(f"HOG + linear SVM on {args.root}: fit on {len(y_fit)} (train + val), test {len(y_test)}")
-    print(f"accuracy {float((pred == y_test).mean()):.3f}, UAR {np.mean(list(per_class.values())):.3f}")
-    print("per class: " + ", ".join(f"{n} {a:.2f} (n={int((y_test == names.index(n)).sum())})"
-                                    for n, a in per_class.items()))
+    out = hog_floor(args.root, size=args.size, c=args.c)
+    print(f"HOG + linear SVM on {args.root}: fit on {out['num_fit']} (train + val), test {out['num_test']}")
+    print(f"accuracy {out['accuracy']:.3f}, UAR {out['uar']:.3f}")
+    print("per class: " + ", ".join(f"{n} {a:.2f} (n={out['test_counts'][n]})" for n, a in out["per_class"].items()))
 
 
 if __name__ == "__main__":
