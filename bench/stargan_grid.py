@@ -20,8 +20,9 @@ import torch
 from torch import Tensor
 
 from classemo.augment import save_translation_grid
-from classemo.data.synth import FaceIdentity, render_face
 from classemo.models import create_model
+from classemo.synth.face import FaceIdentity
+from classemo.synth.render import render_face
 from classemo.training.stargan import StarGANTrainConfig, domain_accuracy, make_optimizers, stargan_step
 
 

@@ -86,7 +86,7 @@ def ray_cluster():
 @pytest.fixture(scope="session")
 def tiny_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """7 classes x 6 clips of 4 frames at 32 px, split by subject (train/val/test all non-empty)."""
-    from classemo.data.synth import write_synth_dataset
+    from classemo.synth.clips import write_synth_dataset
 
     root = tmp_path_factory.mktemp("data") / "tiny"
     manifest = write_synth_dataset(str(root), clips_per_class=6, num_frames=4, image_size=32, seed=0, subjects=12)

@@ -1,5 +1,6 @@
-"""Frame-sequence datasets: the Parquet format (`format`), face detection (`faces`), converters (`convert`),
-the synthetic generator (`synth`) and the shared preprocessing (`transforms`).
+"""Frame-sequence datasets: the Parquet format (`format`), opening a dataset root (`dataset`), converters
+(`convert*`), the training batch decoders (`batches`), peak-frame choice (`peak`) and the shared image preprocessing
+(`transforms`). Faces live in `classemo.faces`, the synthetic generators in `classemo.synth`.
 
 Import the submodules directly; this package imports nothing so that `import classemo.data.x` stays cheap.
 """

@@ -1,4 +1,4 @@
-"""Shared pieces of the dataset converters, and the `classemo data convert` / `classemo data info` commands.
+"""Shared pieces of the dataset converters (`classemo data convert ...`, whose commands live in `classemo.cli`).
 
 One module per input shape, each built on what is here:
 
@@ -8,7 +8,8 @@ One module per input shape, each built on what is here:
 - `convert_videos`: video clips plus a labels CSV (DAiSEE/DFEW style): frames sampled at a chosen fps, the largest
   face track cropped, one clip per video or per window of N frames;
 - `convert_afew_va`: one folder of frames per clip plus a JSON of per-frame valence/arousal;
-- `convert_classroom`: annotated classroom videos, cut by the analysis pipeline's own detector.
+- `classemo.video.convert_classroom`: annotated classroom videos, cut by the analysis pipeline's own detector
+  (it lives with the video pipeline it reuses, which sits above `data`).
 
 Every input unit (an image, a video, a clip folder) is either converted or listed in `<out>/rejected.csv` with the
 reason, so `inputs = converted + rejected` always holds. One bad file never stops a run.
@@ -21,12 +22,10 @@ import io
 import os
 import random
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-
-import typer
 
 from classemo.data.label_map import LabelMapError, load_label_map, resolve_label_map
 from classemo.labels import LabelSet
@@ -173,9 +172,9 @@ def split_clips(clips: list[PlannedClip], fractions: Sequence[float], seed: int)
 
 
 def read_image(path: Path) -> "np.ndarray":
-    """Decode an image file to BGR, refusing truncated JPEGs (OpenCV would pad them with grey silently)."""
-    import cv2
-    import numpy as np
+    """Decode an image file to BGR through the shared decode (EXIF orientation applied), refusing truncated JPEGs
+    (OpenCV would pad them with grey silently)."""
+    from classemo.preprocessing import ImageDecodeError, decode_image_bgr
 
     data = path.read_bytes()
     if not data:
@@ -183,10 +182,10 @@ def read_image(path: Path) -> "np.ndarray":
     # Some writers leave padding after the end-of-image marker; only its total absence means truncation.
     if data[:3] == b"\xff\xd8\xff" and b"\xff\xd9" not in data[-1024:]:
         raise ValueError("truncated JPEG (no end-of-image marker)")
-    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
-    if image is None:
-        raise ValueError("not a decodable image")
-    return image
+    try:
+        return decode_image_bgr(data)
+    except ImageDecodeError:
+        raise ValueError("not a decodable image") from None
 
 
 def encode_frame(image: "np.ndarray", frame_format: str) -> bytes:
@@ -295,19 +294,7 @@ def read_labels_csv(path: Path, key_columns: Sequence[str], label_column: str | 
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# CLI helpers shared by the `classemo data convert ...` commands, and `classemo data info`
-
-convert_app = typer.Typer(help="Convert image folders, videos, AFEW-VA data or annotated classroom videos.",
-                          no_args_is_help=True)
-
-LABEL_MAP_OPTION = typer.Option(None, "--label-map", help="YAML mapping source labels onto the label set (null drops).")
-LABELS_OPTION = typer.Option(None, "--labels", help="Comma-separated custom label set (default: the paper's 7).")
-SPLIT_OPTION = typer.Option("0.8,0.1,0.1", "--split", help="train,val,test fractions.")
-DETECTOR_OPTION = typer.Option("yunet", "--detector", help="Face detector: yunet (five landmarks, shipped in the "
-                               "package), haar or haar-profile (OpenCV's cascades, boxes only).")
-ALIGN_OPTION = typer.Option(True, "--align/--no-align", help="Align crops on YuNet's five landmarks (eyes level). "
-                            "Haar gives no landmarks: it needs --no-align.")
-YUNET_MODEL_OPTION = typer.Option(None, "--yunet-model", help="Your own YuNet ONNX file (default: the packaged one).")
+# What the converters' options become, and what `classemo data info` prints
 
 
 def converter_face_path(detector: str, align: bool, margin: float, size: int,
@@ -333,28 +320,6 @@ def converter_face_path(detector: str, align: bool, margin: float, size: int,
         raise ConversionError(str(e)) from None
 
 
-def parse_fractions(text: str) -> tuple[float, float, float]:
-    try:
-        parts = tuple(float(x) for x in text.split(","))
-    except ValueError:
-        raise typer.BadParameter(f"--split needs three comma-separated numbers, got {text!r}") from None
-    if len(parts) != 3:
-        raise typer.BadParameter(f"--split needs three comma-separated numbers, got {text!r}")
-    return parts  # type: ignore[return-value]
-
-
-def run_conversion(fn: Callable[[], tuple["Manifest", ConversionSummary]], out: str) -> None:
-    from classemo.data.format import DatasetFormatError
-
-    try:
-        _, summary = fn()
-    except (ConversionError, LabelMapError, DatasetFormatError, ValueError) as e:
-        typer.secho(f"error: {e}", fg=typer.colors.RED, err=True)
-        raise typer.Exit(2) from None
-    typer.echo(summary.format())
-    typer.echo(f"wrote {out} (rejected inputs listed in {out.rstrip('/')}/rejected.csv)")
-
-
 def format_manifest(manifest: "Manifest", root: str) -> str:
     """Human-readable summary of a manifest: labels, counts per split and label, image size."""
     names = [d["name"] for d in manifest.labels]
@@ -377,15 +342,3 @@ def format_manifest(manifest: "Manifest", root: str) -> str:
                      f"{conv['rejected']} rejected (face found {conv['face_found']}, whole-image fallback "
                      f"{conv['whole_image_fallback']})")
     return "\n".join(lines)
-
-
-def info_cmd(root: str = typer.Argument(..., help="Dataset root (local path or s3://bucket/prefix).")) -> None:
-    """Print a dataset's manifest summary: labels, counts per split and label, image size."""
-    from classemo.data.format import DatasetFormatError, read_manifest
-
-    try:
-        manifest = read_manifest(root)
-    except DatasetFormatError as e:
-        typer.secho(f"error: {e}", fg=typer.colors.RED, err=True)
-        raise typer.Exit(2) from None
-    typer.echo(format_manifest(manifest, root))

@@ -8,15 +8,9 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import typer
-
-from classemo.data.convert import (ALIGN_OPTION, DEFAULT_FRACTIONS, DETECTOR_OPTION, IMAGE_EXTENSIONS, LABEL_MAP_OPTION,
-                                   LABELS_OPTION, SPLIT_OPTION, YUNET_MODEL_OPTION, ConversionError,
-                                   ConversionSummary, PlannedClip, Rejects, converter_face_path, encode_frame,
-                                   face_track,
-                                   map_labels, parse_fractions, progress_bar, read_image, read_labels_csv,
-                                   run_conversion, split_clips, write_converted)
-from classemo.data.label_map import parse_label_set
+from classemo.data.convert import (DEFAULT_FRACTIONS, IMAGE_EXTENSIONS, ConversionError, ConversionSummary, PlannedClip,
+                                   Rejects, converter_face_path, encode_frame, face_track, map_labels, progress_bar,
+                                   read_image, read_labels_csv, split_clips, write_converted)
 from classemo.labels import LabelSet
 
 if TYPE_CHECKING:
@@ -177,31 +171,3 @@ def convert_afew_va(
     manifest = write_converted(rows(), out, labels, summary, rejects, image_size=image_size, source=source or src.name,
                                extra=extra, face=faces.settings)
     return manifest, summary
-
-
-def convert_afew_va_cmd(
-    src: Path = typer.Argument(..., help="Folder with one sub-folder of frames + JSON per clip."),
-    out: str = typer.Argument(..., help="Output dataset root (local path or s3://bucket/prefix)."),
-    labels_csv: Path | None = typer.Option(None, "--labels-csv", help="Optional clip,label CSV; without it the "
-                                           "label nearest the clip's mean V/A is used."),
-    label_column: str | None = typer.Option(None, "--label-column"),
-    label_map: Path | None = LABEL_MAP_OPTION,
-    labels: str | None = LABELS_OPTION,
-    va_scale: float = typer.Option(10.0, help="The JSON's V/A range is [-va_scale, va_scale]."),
-    fps: float = typer.Option(25.0, help="Frame rate of the frame folders."),
-    image_size: int = typer.Option(112),
-    margin: float = typer.Option(0.2),
-    detector: str = DETECTOR_OPTION,
-    align: bool = ALIGN_OPTION,
-    yunet_model: Path | None = YUNET_MODEL_OPTION,
-    split: str = SPLIT_OPTION,
-    seed: int = typer.Option(0),
-    frame_format: str = typer.Option("png"),
-    progress: bool = typer.Option(True, "--progress/--no-progress"),
-) -> None:
-    """Convert AFEW-VA-shaped data (per-frame valence/arousal)."""
-    run_conversion(lambda: convert_afew_va(
-        src, out, labels_csv=labels_csv, label_column=label_column, label_map=label_map,
-        labels=parse_label_set(labels), va_scale=va_scale, fps=fps, image_size=image_size, margin=margin,
-        detector=detector, align=align, yunet_model=yunet_model,
-        fractions=parse_fractions(split), seed=seed, frame_format=frame_format, progress=progress), out)

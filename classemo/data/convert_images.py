@@ -8,14 +8,9 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import typer
-
-from classemo.data.convert import (ALIGN_OPTION, DEFAULT_FRACTIONS, DETECTOR_OPTION, IMAGE_EXTENSIONS, LABEL_MAP_OPTION,
-                                   LABELS_OPTION, SPLIT_OPTION, YUNET_MODEL_OPTION, ConversionError, ConversionSummary,
-                                   PlannedClip, Rejects, derived_va, encode_frame, converter_face_path, face_track,
-                                   map_labels, parse_fractions, progress_bar, read_image, read_labels_csv,
-                                   run_conversion, split_clips, write_converted)
-from classemo.data.label_map import parse_label_set
+from classemo.data.convert import (DEFAULT_FRACTIONS, IMAGE_EXTENSIONS, ConversionError, ConversionSummary, PlannedClip,
+                                   Rejects, converter_face_path, derived_va, encode_frame, face_track, map_labels,
+                                   progress_bar, read_image, read_labels_csv, split_clips, write_converted)
 from classemo.labels import LabelSet
 
 if TYPE_CHECKING:
@@ -218,40 +213,3 @@ def convert_images(
     manifest = write_converted(rows(), out, labels, summary, rejects, image_size=image_size, source=source or src.name,
                                extra=extra, face=faces.settings)
     return manifest, summary
-
-
-def convert_images_cmd(
-    src: Path = typer.Argument(..., help="Image folder: labels.csv (image,label) or one sub-folder per class."),
-    out: str = typer.Argument(..., help="Output dataset root (local path or s3://bucket/prefix)."),
-    labels_csv: Path | None = typer.Option(None, "--labels-csv", help="Labels CSV (default: <src>/labels.csv)."),
-    label_column: str | None = typer.Option(None, "--label-column", help="Label column name in the CSV."),
-    pattern: str | None = typer.Option(
-        None, "--pattern", help="Filename regex with (?P<subject>)(?P<sequence>)(?P<frame>) groups, e.g. "
-        "'S(?P<subject>\\d+)_(?P<sequence>\\d+)_(?P<frame>\\d+)' for CK+ S005_001_00000011.png."),
-    subject_pattern: str | None = typer.Option(
-        None, "--subject-pattern", help="Filename regex with a (?P<subject>) group for photos named after the "
-        "person, e.g. '^(?P<subject>.+)_[^_]+$' for Aaron_Peirsol_0004.jpg: one person's photos share a split."),
-    label_map: Path | None = LABEL_MAP_OPTION,
-    labels: str | None = LABELS_OPTION,
-    image_size: int = typer.Option(112, help="Side of the square face crops."),
-    margin: float = typer.Option(0.2, help="Context around the face, as a fraction of its side."),
-    whole_image_fallback: bool = typer.Option(False, "--whole-image-fallback/--no-whole-image-fallback",
-                                              help="Keep the whole image when no face is found (face-centred photos)."),
-    min_face_fraction: float = typer.Option(0.3, help="Haar: smallest face side as a fraction of the image's "
-                                            "shorter side."),
-    detector: str = DETECTOR_OPTION,
-    align: bool = ALIGN_OPTION,
-    yunet_model: Path | None = YUNET_MODEL_OPTION,
-    fps: float = typer.Option(30.0, help="Frame rate recorded for image sequences."),
-    split: str = SPLIT_OPTION,
-    seed: int = typer.Option(0, help="Split seed."),
-    frame_format: str = typer.Option("png", help="png or jpeg."),
-    progress: bool = typer.Option(True, "--progress/--no-progress"),
-) -> None:
-    """Convert a labelled image folder (faces detected, aligned on their landmarks, cropped and resized)."""
-    run_conversion(lambda: convert_images(
-        src, out, labels_csv=labels_csv, label_column=label_column, pattern=pattern, subject_pattern=subject_pattern,
-        label_map=label_map, labels=parse_label_set(labels), image_size=image_size, margin=margin,
-        whole_image_fallback=whole_image_fallback, min_face_fraction=min_face_fraction, detector=detector,
-        align=align, yunet_model=yunet_model, fps=fps,
-        fractions=parse_fractions(split), seed=seed, frame_format=frame_format, progress=progress), out)

@@ -7,14 +7,9 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import typer
-
-from classemo.data.convert import (ALIGN_OPTION, DEFAULT_FRACTIONS, DETECTOR_OPTION, LABEL_MAP_OPTION, LABELS_OPTION,
-                                   SPLIT_OPTION, VIDEO_EXTENSIONS, YUNET_MODEL_OPTION, ConversionError,
-                                   ConversionSummary, PlannedClip, Rejects, converter_face_path, derived_va,
-                                   encode_frame, face_track, map_labels, parse_fractions, progress_bar, read_labels_csv,
-                                   run_conversion, split_clips, write_converted)
-from classemo.data.label_map import parse_label_set
+from classemo.data.convert import (DEFAULT_FRACTIONS, VIDEO_EXTENSIONS, ConversionError, ConversionSummary, PlannedClip,
+                                   Rejects, converter_face_path, derived_va, encode_frame, face_track, map_labels,
+                                   progress_bar, read_labels_csv, split_clips, write_converted)
 from classemo.labels import LabelSet
 
 if TYPE_CHECKING:
@@ -153,32 +148,3 @@ def convert_videos(
     manifest = write_converted(rows(), out, labels, summary, rejects, image_size=image_size, source=source or src.name,
                                extra=extra, face=faces.settings)
     return manifest, summary
-
-
-def convert_videos_cmd(
-    src: Path = typer.Argument(..., help="Folder of videos."),
-    out: str = typer.Argument(..., help="Output dataset root (local path or s3://bucket/prefix)."),
-    labels_csv: Path | None = typer.Option(None, "--labels-csv", help="CSV video,label[,subject] "
-                                           "(default: <src>/labels.csv)."),
-    label_column: str | None = typer.Option(None, "--label-column"),
-    label_map: Path | None = LABEL_MAP_OPTION,
-    labels: str | None = LABELS_OPTION,
-    fps: float = typer.Option(5.0, help="Sampling rate in frames per second."),
-    window: int | None = typer.Option(None, help="Frames per clip (default: one clip per video)."),
-    max_frames: int = typer.Option(600, help="Cap on sampled frames per video."),
-    image_size: int = typer.Option(112),
-    margin: float = typer.Option(0.2),
-    detector: str = DETECTOR_OPTION,
-    align: bool = ALIGN_OPTION,
-    yunet_model: Path | None = YUNET_MODEL_OPTION,
-    split: str = SPLIT_OPTION,
-    seed: int = typer.Option(0),
-    frame_format: str = typer.Option("png"),
-    progress: bool = typer.Option(True, "--progress/--no-progress"),
-) -> None:
-    """Convert labelled videos into clips of the largest face track."""
-    run_conversion(lambda: convert_videos(
-        src, out, labels_csv=labels_csv, label_column=label_column, label_map=label_map,
-        labels=parse_label_set(labels), fps=fps, window=window, max_frames=max_frames, image_size=image_size,
-        margin=margin, detector=detector, align=align, yunet_model=yunet_model, fractions=parse_fractions(split),
-        seed=seed, frame_format=frame_format, progress=progress), out)

@@ -15,12 +15,7 @@ import numpy as np
 import torch
 from einops import rearrange
 
-from classemo.preprocessing import DEFAULT_MEAN, DEFAULT_STD
-
-
-
-class ImageDecodeError(ValueError):
-    """Bytes that are not a decodable image (empty, truncated or another format)."""
+from classemo.preprocessing import DEFAULT_MEAN, DEFAULT_STD, decode_image_bgr
 
 
 class FrameError(ValueError):
@@ -28,7 +23,7 @@ class FrameError(ValueError):
 
 
 def decode_image(data: bytes) -> np.ndarray:
-    """Decode PNG/JPEG bytes into an RGB image.
+    """Decode PNG/JPEG bytes into an upright RGB image: `decode_image_bgr` (EXIF orientation applied), in RGB.
 
     Args:
         data: The encoded image.
@@ -39,24 +34,7 @@ def decode_image(data: bytes) -> np.ndarray:
     Raises:
         ImageDecodeError: If `data` is empty, not bytes, truncated, or not an image format OpenCV reads.
     """
-    return cv2.cvtColor(imdecode(data, cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
-
-
-def imdecode(data: bytes, flags: int) -> np.ndarray:
-    """`cv2.imdecode` of encoded image bytes with `flags`, as OpenCV returns it (BGR order), or a clear error.
-
-    Raises:
-        ImageDecodeError: If `data` is empty, not bytes, truncated, or not an image format OpenCV reads.
-    """
-    if not isinstance(data, (bytes, bytearray, memoryview)):
-        raise ImageDecodeError(f"expected encoded image bytes, got {type(data).__name__}")
-    if len(data) == 0:
-        raise ImageDecodeError("cannot decode an image from empty bytes")
-    image = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), flags)
-    if image is None:
-        head = bytes(data[:8])
-        raise ImageDecodeError(f"{len(data)} bytes are not a decodable PNG/JPEG image (starts with {head!r})")
-    return image
+    return cv2.cvtColor(decode_image_bgr(data), cv2.COLOR_BGR2RGB)
 
 
 def _describe(where: str | None, index: int) -> str:

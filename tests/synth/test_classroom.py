@@ -11,8 +11,8 @@ import pytest
 from typer.testing import CliRunner
 
 from classemo.cli import app
-from classemo.data.synth_classroom import SCENARIOS, expression_trajectory, make_classroom_video
 from classemo.labels import LabelSet
+from classemo.synth.classroom import SCENARIOS, expression_trajectory, make_classroom_video
 
 
 @pytest.fixture(scope="module")

@@ -13,10 +13,10 @@ from typer.testing import CliRunner
 
 from classemo.cli import app
 from classemo.data.convert import ConversionError
-from classemo.data.convert_classroom import convert_classroom, match_detections
+from classemo.video.convert_classroom import convert_classroom, match_detections
 from classemo.data.format import SPLITS, read_manifest, read_split
-from classemo.data.synth_classroom import make_classroom_video
 from classemo.labels import LabelSet
+from classemo.synth.classroom import make_classroom_video
 
 FPS = 5
 

@@ -12,16 +12,10 @@ from typer.testing import CliRunner
 
 from classemo.cli import app
 from classemo.data.format import read_manifest, read_split
-from classemo.data.synth import (
-    MOOD_AROUSAL,
-    MOOD_VALENCE,
-    FaceIdentity,
-    intensity_course,
-    render_face,
-    synth_clips,
-    write_synth_dataset,
-)
 from classemo.labels import PAPER_LABELS, LabelSet
+from classemo.synth.clips import MOOD_AROUSAL, MOOD_VALENCE, intensity_course, synth_clips, write_synth_dataset
+from classemo.synth.face import FaceIdentity
+from classemo.synth.render import render_face
 
 SMALL = dict(clips_per_class=3, num_frames=4, image_size=32, subjects=6)
 

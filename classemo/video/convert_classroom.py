@@ -24,12 +24,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import typer
 
-from classemo.data.convert import (ALIGN_OPTION, DEFAULT_FRACTIONS, DETECTOR_OPTION, VIDEO_EXTENSIONS,
-                                   YUNET_MODEL_OPTION, ConversionError, ConversionSummary, PlannedClip, Rejects,
-                                   encode_frame, parse_fractions, progress_bar, run_conversion, split_clips,
-                                   write_converted)
+from classemo.data.convert import (DEFAULT_FRACTIONS, VIDEO_EXTENSIONS, ConversionError, ConversionSummary, PlannedClip,
+                                   Rejects, encode_frame, progress_bar, split_clips, write_converted)
 from classemo.labels import LabelSet
 
 if TYPE_CHECKING:
@@ -257,27 +254,3 @@ def convert_classroom(
     manifest = write_converted(rows(), out, labels, summary, rejects, image_size=image_size, source=source or src.name,
                                extra=extra, face=faces.settings)
     return manifest, summary
-
-
-def convert_classroom_cmd(
-    src: Path = typer.Argument(..., help="Folder of videos, each with an annotation JSON of the same name."),
-    out: str = typer.Argument(..., help="Output dataset root (local path or s3://bucket/prefix)."),
-    fps: float = typer.Option(5.0, help="Sampling rate, as `classemo analyze --fps`."),
-    window: int = typer.Option(4, help="Frames per clip: the model's num_frames."),
-    stride: int = typer.Option(2, help="Detections between window starts."),
-    image_size: int = typer.Option(48, help="Side of the stored face crops."),
-    margin: float = typer.Option(0.2, help="Context around the face, as a fraction of its side."),
-    detector: str = DETECTOR_OPTION,
-    align: bool = ALIGN_OPTION,
-    yunet_model: Path | None = YUNET_MODEL_OPTION,
-    min_iou: float = typer.Option(0.3, help="Overlap a detection needs with an annotated box."),
-    split: str = typer.Option("0.8,0.1,0.1", "--split", help="train,val,test fractions."),
-    seed: int = typer.Option(0, help="Split seed."),
-    frame_format: str = typer.Option("png", help="png or jpeg."),
-    progress: bool = typer.Option(True, "--progress/--no-progress"),
-) -> None:
-    """Convert annotated classroom videos into face clips cut by the analysis pipeline's own detector."""
-    run_conversion(lambda: convert_classroom(
-        src, out, fps=fps, window=window, stride=stride, image_size=image_size, margin=margin, min_iou=min_iou,
-        detector=detector, align=align, yunet_model=yunet_model,
-        fractions=parse_fractions(split), seed=seed, frame_format=frame_format, progress=progress), out)

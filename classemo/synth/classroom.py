@@ -12,14 +12,14 @@ import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated
 
 import cv2
 import numpy as np
-import typer
 
-from classemo.data.synth import SUPERSAMPLE, FaceIdentity, Pose, action_vector, draw_person
 from classemo.labels import LabelSet
+from classemo.synth.draw import draw_person
+from classemo.synth.face import FaceIdentity, Pose, action_vector
+from classemo.synth.render import SUPERSAMPLE
 
 CLASSROOM_VERSION = "synth-classroom/1"
 VISIBLE_MIN_INTENSITY = 0.2  # below this the frame's label is "neutral": the expression is not yet readable
@@ -297,26 +297,3 @@ def make_classroom_video(path: str | Path, *, scenario: str = "lively", num_stud
              "people": truth_people}
     path.with_suffix(".json").write_text(json.dumps(truth))
     return truth
-
-
-def synth_classroom_command(
-    out: Annotated[Path, typer.Option("--out", help="Output .mp4 path; the ground truth goes beside it as .json.")],
-    scenario: Annotated[str, typer.Option(help="lively, difficult or dull (the paper's Table 3).")] = "lively",
-    num_students: Annotated[int, typer.Option(help="Students in the room (1..40).")] = 8,
-    seconds: Annotated[float, typer.Option(help="Video length, seconds.")] = 10.0,
-    fps: Annotated[float, typer.Option(help="Frame rate.")] = 10.0,
-    seed: Annotated[int, typer.Option(help="Seed: the same seed gives the same video and truth.")] = 0,
-    width: Annotated[int, typer.Option(help="Frame width, pixels.")] = 960,
-    height: Annotated[int, typer.Option(help="Frame height, pixels.")] = 540,
-) -> None:
-    """Draw a synthetic classroom video (one teacher, N students) with a ground-truth JSON."""
-    try:
-        truth = make_classroom_video(out, scenario=scenario, num_students=num_students, seconds=seconds, fps=fps,
-                                     seed=seed, size=(width, height), progress=True)
-    except ValueError as e:
-        raise typer.BadParameter(str(e)) from None
-    except OSError as e:  # unwritable folder, missing bucket, unreachable endpoint
-        typer.echo(f"error: cannot write to {out}: {e}", err=True)
-        raise typer.Exit(1) from None
-    typer.echo(f"wrote {out} ({truth['num_frames']} frames, {len(truth['people'])} people, scenario {scenario}) "
-               f"and {out.with_suffix('.json')}")
