@@ -28,9 +28,10 @@ import numpy as np
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from classemo.checkpoint import checkpoint_config
 from classemo.labels import LabelSet
 from classemo.models import create_model
-from classemo.predictor import Predictor, checkpoint_config
+from classemo.predictor import Predictor
 
 PRESETS = ("classemo_tiny", "classemo_small", "classemo_base")
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
@@ -77,7 +78,7 @@ def synthetic_clips(batch: int, num_frames: int, size: int, seed: int = 0) -> li
 
 def predictor_rate(predictor: Predictor, batch: int, repeats: int) -> float:
     """Clips per second of `predictor.predict` on one batch of `batch` full-length clips."""
-    clips = synthetic_clips(batch, predictor.num_frames, int(predictor.preprocessing["image_size"]))
+    clips = synthetic_clips(batch, predictor.num_frames, predictor.preprocessing.image_size)
     seconds = median_seconds(lambda: predictor.predict(clips), repeats)
     return batch / seconds
 

@@ -45,7 +45,7 @@ def make_checkpoint(directory: Path, num_frames: int, preset: str = "classemo_ti
 
     from classemo.labels import LabelSet
     from classemo.models import create_model
-    from classemo.predictor import save_model_checkpoint
+    from classemo.checkpoint import save_model_checkpoint
 
     torch.manual_seed(0)
     model = create_model(preset, num_classes=7, num_frames=num_frames)

@@ -110,11 +110,12 @@ def main() -> None:
     import cv2
     import torch
 
-    from classemo.data.synth_classroom import make_classroom_video
+    from classemo.checkpoint import save_model_checkpoint
+    from classemo.synth.classroom import make_classroom_video
     from classemo.faces import FaceSettings
     from classemo.labels import LabelSet
     from classemo.models import create_model
-    from classemo.predictor import Predictor, save_model_checkpoint
+    from classemo.predictor import Predictor
 
     torch.set_num_threads(args.threads)
     cv2.setNumThreads(args.threads)

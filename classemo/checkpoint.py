@@ -1,7 +1,8 @@
 """The checkpoint contract: a directory with `model.pt` (state dict) and `config.json`.
 
 `config.json` holds at least `{"model": {"name": <registry name>, "kwargs": {...}}}`; the unified model's
-checkpoints also hold `labels` (with polarity) and `preprocessing` (image_size, mean, std, num_frames).
+checkpoints (`save_model_checkpoint`) also hold `labels` (with polarity) and `preprocessing` (the
+`classemo.preprocessing.Preprocessing` block: image_size, mean, std, num_frames, face settings).
 Only `Predictor` (and the StarGAN augmenter for generator checkpoints) should call `load_checkpoint`.
 """
 
@@ -9,13 +10,16 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 import torch
 from torch import nn
 
 from classemo import __version__
+from classemo.faces import FaceSettings
+from classemo.labels import LabelSet
 from classemo.models import create_model
+from classemo.preprocessing import Preprocessing
 
 MODEL_FILE = "model.pt"
 CONFIG_FILE = "config.json"
@@ -67,3 +71,66 @@ def load_checkpoint(directory: str | Path, map_location: str | torch.device = "c
             f"unexpected {list(unexpected)[:5]}"
         )
     return model.eval(), config
+
+
+def checkpoint_config(
+    model: nn.Module,
+    *,
+    labels: LabelSet,
+    train_config: Mapping[str, Any] | None = None,
+    model_name: str | None = None,
+    model_kwargs: Mapping[str, Any] | None = None,
+    face: FaceSettings | Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The unified model's checkpoint config (the contract in DESIGN.md).
+
+    `face` is how the training crops were made (the dataset manifest's `face`); inference crops the same way. A
+    config without it (older checkpoints, or training data without face settings) is read as the old Haar path.
+
+    The registry name and kwargs come from the arguments when given, else from what `create_model` recorded on
+    the model (`model_name`, `model_kwargs`). `num_classes`, `image_size` and `num_frames` are always taken from
+    the model itself, so they cannot disagree with the weights.
+    """
+    module = getattr(model, "module", model)  # unwrap DDP
+    name = model_name or getattr(module, "model_name", None)
+    if not name:
+        raise CheckpointError("cannot tell the model's registry name: build it with create_model or pass model_name=")
+    kwargs = dict(model_kwargs if model_kwargs is not None else getattr(module, "model_kwargs", {}))
+    kwargs.update(num_classes=int(module.num_classes), image_size=int(module.image_size),
+                  num_frames=int(module.num_frames))
+    if len(labels) != kwargs["num_classes"]:
+        raise CheckpointError(
+            f"{len(labels)} labels {list(labels.names)} for a model with {kwargs['num_classes']} classes"
+        )
+    return {
+        "model": {"name": name, "kwargs": kwargs},
+        "labels": labels.to_list(),
+        "preprocessing": Preprocessing.for_model(module, face=face).to_dict(),
+        "train_config": dict(train_config or {}),
+    }
+
+
+def save_model_checkpoint(
+    model: nn.Module,
+    directory: str | Path,
+    *,
+    labels: LabelSet,
+    train_config: Mapping[str, Any] | None = None,
+    model_name: str | None = None,
+    model_kwargs: Mapping[str, Any] | None = None,
+    face: FaceSettings | Mapping[str, Any] | None = None,
+) -> Path:
+    """Write a unified-model checkpoint that `Predictor.from_checkpoint` loads; returns the directory.
+
+    Args:
+        model: The unified model (DDP-wrapped is fine).
+        directory: Target directory, created if needed.
+        labels: The label set the model was trained on (index i = class i).
+        train_config: The resolved training config, saved for provenance.
+        model_name: Registry name; defaults to the `model_name` that `create_model` recorded.
+        model_kwargs: `create_model` kwargs; defaults to the recorded `model_kwargs`.
+        face: How the training crops were made (`FaceSettings` or its dict); None for the old Haar path.
+    """
+    config = checkpoint_config(model, labels=labels, train_config=train_config, model_name=model_name,
+                               model_kwargs=model_kwargs, face=face)
+    return save_checkpoint(model, config, directory)

@@ -1,23 +1,17 @@
 """The one loader and inference path of a trained unified model, shared by evaluation, batch video analysis and Serve.
 
 `Predictor.from_checkpoint` takes a checkpoint directory (`config.json` + `model.pt`) or an MLflow URI
-(`models:/classemo@champion`, `models:/classemo/3`, `runs:/<id>/model`); frames go through the same transforms
-as in training (`classemo.data.transforms`), so there is no train/serve skew.
+(`models:/classemo@champion`, `models:/classemo/3`, `runs:/<id>/model`; `classemo.model_source`); frames go through
+the same transforms as in training (`classemo.data.transforms`), with the size, mean and std of the checkpoint's
+`Preprocessing`, so there is no train/serve skew.
 
-Precision: `dtype="auto"` (the default) runs the spatial stream, which holds almost all of the FLOPs, with bfloat16
-weights where that is faster: on a CUDA GPU that supports bf16, and on a CPU with native bf16 instructions
-(AVX512-BF16 or AMX) when a short timing of this model's spatial stream at load shows bf16 beating float32 by 10%
-(`calibrate_cpu_dtype`; on some AVX512-BF16 CPUs oneDNN's bf16 matmul is slower than fp32). Float32 elsewhere.
-The temporal encoder and the clip/frame heads always run in float32: they cost little and their outputs are what
-callers threshold. Measured speed and agreement are in docs/performance.md.
+Precision (`classemo.precision`): `dtype="auto"` (the default) runs the spatial stream, which holds almost all of
+the FLOPs, in bfloat16 where the hardware has it natively and it measures faster; the temporal encoder and the
+clip/frame heads always run in float32.
 """
 
 from __future__ import annotations
 
-import copy
-import re
-import tempfile
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -26,23 +20,14 @@ import numpy as np
 import torch
 from torch import nn
 
-from classemo.checkpoint import CONFIG_FILE, MODEL_FILE, CheckpointError, load_checkpoint, save_checkpoint
-from classemo.data.transforms import (
-    DEFAULT_MEAN,
-    DEFAULT_STD,
-    FrameError,
-    frames_to_tensor,
-    pad_clips,
-    validate_frames,
-)
+from classemo.checkpoint import CheckpointError
+from classemo.data.transforms import FrameError, frames_to_tensor, pad_clips, validate_frames
 from classemo.faces import FaceBox, FacePath, FaceSettings, as_bgr, largest_face
 from classemo.labels import LabelSet
+from classemo.model_source import load_model_source
+from classemo.precision import cast_for_inference, inference_dtype
+from classemo.preprocessing import Preprocessing
 
-# Sub-modules that only the temporal part uses; they stay float32 when the spatial stream runs in bf16.
-FLOAT32_MODULES: tuple[str, ...] = ("temporal", "head", "va_head")
-DTYPE_NAMES: dict[str, torch.dtype] = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16,
-                                       "bf16": torch.bfloat16, "float16": torch.float16, "fp16": torch.float16}
-MLFLOW_SCHEMES: tuple[str, ...] = ("models:/", "runs:/", "mlflow-artifacts:/", "s3://", "gs://", "http://", "https://")
 Clip = Sequence[np.ndarray] | np.ndarray
 
 
@@ -74,204 +59,6 @@ class ClipPrediction:
         }
 
 
-def checkpoint_config(
-    model: nn.Module,
-    *,
-    labels: LabelSet,
-    train_config: Mapping[str, Any] | None = None,
-    model_name: str | None = None,
-    model_kwargs: Mapping[str, Any] | None = None,
-    face: FaceSettings | Mapping[str, Any] | None = None,
-) -> dict[str, Any]:
-    """The unified model's checkpoint config (the contract in DESIGN.md).
-
-    `face` is how the training crops were made (the dataset manifest's `face`); inference crops the same way. A
-    config without it (older checkpoints, or training data without face settings) is read as the old Haar path.
-
-    The registry name and kwargs come from the arguments when given, else from what `create_model` recorded on
-    the model (`model_name`, `model_kwargs`). `num_classes`, `image_size` and `num_frames` are always taken from
-    the model itself, so they cannot disagree with the weights.
-    """
-    module = getattr(model, "module", model)  # unwrap DDP
-    cfg = dict(getattr(module, "default_cfg", {}) or {})
-    name = model_name or getattr(module, "model_name", None)
-    if not name:
-        raise CheckpointError("cannot tell the model's registry name: build it with create_model or pass model_name=")
-    kwargs = dict(model_kwargs if model_kwargs is not None else getattr(module, "model_kwargs", {}))
-    kwargs.update(num_classes=int(module.num_classes), image_size=int(module.image_size),
-                  num_frames=int(module.num_frames))
-    if len(labels) != kwargs["num_classes"]:
-        raise CheckpointError(
-            f"{len(labels)} labels {list(labels.names)} for a model with {kwargs['num_classes']} classes"
-        )
-    preprocessing: dict[str, Any] = {
-        "image_size": int(module.image_size),
-        "mean": list(cfg.get("mean", DEFAULT_MEAN)),
-        "std": list(cfg.get("std", DEFAULT_STD)),
-        "num_frames": int(module.num_frames),
-    }
-    if face is not None:
-        preprocessing["face"] = (face if isinstance(face, FaceSettings) else FaceSettings(**face)).to_dict()
-    return {
-        "model": {"name": name, "kwargs": kwargs},
-        "labels": labels.to_list(),
-        "preprocessing": preprocessing,
-        "train_config": dict(train_config or {}),
-    }
-
-
-def save_model_checkpoint(
-    model: nn.Module,
-    directory: str | Path,
-    *,
-    labels: LabelSet,
-    train_config: Mapping[str, Any] | None = None,
-    model_name: str | None = None,
-    model_kwargs: Mapping[str, Any] | None = None,
-    face: FaceSettings | Mapping[str, Any] | None = None,
-) -> Path:
-    """Write a unified-model checkpoint that `Predictor.from_checkpoint` loads; returns the directory.
-
-    Args:
-        model: The unified model (DDP-wrapped is fine).
-        directory: Target directory, created if needed.
-        labels: The label set the model was trained on (index i = class i).
-        train_config: The resolved training config, saved for provenance.
-        model_name: Registry name; defaults to the `model_name` that `create_model` recorded.
-        model_kwargs: `create_model` kwargs; defaults to the recorded `model_kwargs`.
-        face: How the training crops were made (`FaceSettings` or its dict); None for the old Haar path.
-    """
-    config = checkpoint_config(model, labels=labels, train_config=train_config, model_name=model_name,
-                               model_kwargs=model_kwargs, face=face)
-    return save_checkpoint(model, config, directory)
-
-
-def cpu_supports_bf16(cpuinfo: str | Path = "/proc/cpuinfo") -> bool:
-    """Whether this CPU has native bf16 matrix instructions (AVX512-BF16 or AMX-BF16).
-
-    Reads the kernel's CPU flags; where there is no /proc/cpuinfo, falls back to PyTorch's dispatch level (which
-    names AMX but not AVX512-BF16, so that fallback can only under-report).
-    """
-    path = Path(cpuinfo)
-    if path.is_file():
-        for line in path.read_text(errors="replace").splitlines():
-            if line.startswith("flags"):
-                flags = set(line.split(":", 1)[1].split())
-                return bool(flags & {"avx512_bf16", "amx_bf16"})
-    return "AMX" in torch.backends.cpu.get_cpu_capability()
-
-
-def resolve_dtype(dtype: torch.dtype | str, device: torch.device) -> torch.dtype:
-    """The spatial stream's compute dtype for `dtype` (a torch dtype, a name like "bf16", or "auto") on `device`.
-
-    "auto" is the candidate: bfloat16 on a CPU with native bf16 instructions (`cpu_supports_bf16`) or a CUDA GPU
-    that supports bf16, else float32. On a CPU, `Predictor` then keeps bf16 only if `calibrate_cpu_dtype` finds it
-    faster for the model at hand.
-
-    Raises:
-        ValueError: For an unknown name or a non-floating-point dtype.
-    """
-    if isinstance(dtype, str):
-        if dtype == "auto":
-            if device.type == "cuda":
-                return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float32
-            return torch.bfloat16 if device.type == "cpu" and cpu_supports_bf16() else torch.float32
-        if dtype not in DTYPE_NAMES:
-            raise ValueError(f"unknown dtype {dtype!r}; expected 'auto' or one of {sorted(DTYPE_NAMES)}")
-        return DTYPE_NAMES[dtype]
-    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
-        raise ValueError(f"dtype must be 'auto', a dtype name or a floating-point torch dtype, got {dtype!r}")
-    return dtype
-
-
-CALIBRATION_MIN_SPEEDUP = 1.1  # "auto" keeps bf16 on a CPU only if the spatial stream is at least this much faster
-_calibrations: dict[tuple, dict[str, Any]] = {}
-
-
-def calibrate_cpu_dtype(model: nn.Module, image_size: int, *, frames: int = 16, repeats: int = 3) -> dict[str, Any]:
-    """Time `model.forward_spatial` on `frames` frames in float32 and in bf16 weights; pick the faster.
-
-    bf16 is chosen only when it is at least `CALIBRATION_MIN_SPEEDUP` times faster (medians of `repeats` after a
-    warm-up), so that timing noise never trades float32's precision for no real gain. The result is cached per
-    architecture, input size and thread count for the life of the process (a Serve replica reloading a model, or
-    tests building many Predictors, time it once).
-
-    Returns:
-        `{"dtype": "bf16" | "float32", "float32_ms": ..., "bf16_ms": ..., "frames": frames}`.
-    """
-    key = (type(model).__name__, tuple((n, tuple(p.shape)) for n, p in model.named_parameters()), image_size, frames,
-           torch.get_num_threads())
-    if key in _calibrations:
-        return _calibrations[key]
-    x = torch.randn(frames, 3, image_size, image_size)
-    timings = {}
-    for name, dt in (("float32", torch.float32), ("bf16", torch.bfloat16)):
-        m = copy.deepcopy(model).to(dtype=dt).eval()
-        xi = x.to(dt)
-        with torch.inference_mode():
-            m.forward_spatial(xi)  # warm-up: oneDNN picks and caches its kernels for this shape
-            runs = []
-            for _ in range(repeats):
-                t0 = time.perf_counter()
-                m.forward_spatial(xi)
-                runs.append(time.perf_counter() - t0)
-        timings[name] = 1e3 * sorted(runs)[len(runs) // 2]
-        del m
-    fast = timings["float32"] >= CALIBRATION_MIN_SPEEDUP * timings["bf16"]
-    result = {"dtype": "bf16" if fast else "float32", "float32_ms": round(timings["float32"], 2),
-              "bf16_ms": round(timings["bf16"], 2), "frames": frames}
-    _calibrations[key] = result
-    return result
-
-
-def is_mlflow_uri(source: str | Path) -> bool:
-    """Whether `source` names an MLflow model / run / remote artifact rather than a local directory."""
-    return isinstance(source, str) and source.startswith(MLFLOW_SCHEMES)
-
-
-def find_checkpoint_dir(root: str | Path) -> Path:
-    """The directory holding `config.json` and `model.pt` at or below `root` (an MLflow model keeps it under
-    `artifacts/checkpoint`)."""
-    root = Path(root)
-    if (root / CONFIG_FILE).is_file() and (root / MODEL_FILE).is_file():
-        return root
-    found = sorted(
-        (p.parent for p in root.rglob(CONFIG_FILE) if (p.parent / MODEL_FILE).is_file()),
-        key=lambda d: ("checkpoint" not in d.relative_to(root).parts, len(d.parts), str(d)),
-    )
-    if not found:
-        raise CheckpointError(f"no checkpoint ({CONFIG_FILE} + {MODEL_FILE}) found in {root}")
-    return found[0]
-
-
-def _mlflow_info(uri: str, tracking: str) -> tuple[dict[str, Any], str]:
-    """Registered name, version, alias and run id behind an MLflow URI, as far as the URI names them, and the
-    concrete artifact URI to download. A registered version is resolved here with an explicit client, because
-    `download_artifacts` would resolve `models:/` through MLflow's process-global registry URI, which another
-    caller in the same process may have pointed elsewhere."""
-    from mlflow import MlflowClient
-
-    info: dict[str, Any] = {"registered_model": None, "version": None, "alias": None, "run_id": None}
-    if m := re.match(r"^runs:/([^/]+)", uri):
-        info["run_id"] = m.group(1)
-        return info, uri
-    m = re.match(r"^models:/([^/@]+)(?:@([^/]+)|/([^/]+))?", uri)
-    if not m:
-        return info, uri
-    client = MlflowClient(tracking_uri=tracking, registry_uri=tracking)
-    name, alias, version = m.groups()
-    info["registered_model"] = name
-    if alias:
-        mv = client.get_model_version_by_alias(name, alias)
-        info["alias"] = alias
-    elif version and version.isdigit():
-        mv = client.get_model_version(name, version)
-    else:
-        return info, uri
-    info["version"], info["run_id"] = int(mv.version), mv.run_id
-    return info, client.get_model_version_download_uri(name, mv.version)
-
-
 class Predictor:
     """A loaded unified model plus its preprocessing: frames in, class probabilities and V/A out."""
 
@@ -286,7 +73,7 @@ class Predictor:
         info: Mapping[str, Any] | None = None,
         compile: bool = False,
     ) -> None:
-        """Wrap an in-memory model and its checkpoint config (see `checkpoint_config`).
+        """Wrap an in-memory model and its checkpoint config (see `classemo.checkpoint.checkpoint_config`).
 
         The model is switched to eval mode and moved to `device`; where that would change its dtype, a copy is cast,
         so a caller's (e.g. training) model is never modified.
@@ -298,35 +85,31 @@ class Predictor:
             batch_size: Clips per forward pass (frames per pass in `embed_frames`: batch_size x num_frames).
             dtype: Compute dtype of the spatial stream: "auto" (bf16 where the hardware has native bf16 and, on a
                 CPU, `calibrate_cpu_dtype` measures it faster; else float32), a name ("float32", "bf16", ...) or a
-                torch dtype. The temporal
-                encoder and heads run in float32 whatever this is, and outputs are float32.
+                torch dtype. The temporal encoder and heads run in float32 whatever this is, and outputs are float32.
             info: Provenance: `source`, and from MLflow `registered_model`, `version`, `alias`, `run_id`.
             compile: Run the spatial stream through `torch.compile` (inductor). Measured fastest on CPU
                 (docs/performance.md: 1.34x eager bf16 on classemo_tiny) but the first call of each new batch
                 shape compiles for 30-90 s, so it is for long-running services and batch jobs, off by default.
+
+        Raises:
+            CheckpointError: For a config that is not a unified model's, or whose labels or preprocessing do not fit.
         """
         if "labels" not in config or "preprocessing" not in config:
             raise CheckpointError("not a unified-model checkpoint: its config has no 'labels' / 'preprocessing'")
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+        try:
+            self.preprocessing = Preprocessing.from_dict(config["preprocessing"])
+        except (TypeError, ValueError) as e:  # PreprocessingError names the key; TypeError: not a mapping
+            raise CheckpointError(f"invalid checkpoint preprocessing: {e}") from None
         self.config = dict(config)
         self.label_set = LabelSet.from_list(config["labels"])
         self.labels: list[str] = list(self.label_set.names)
-        self.preprocessing: dict[str, Any] = dict(config["preprocessing"])
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-        self.dtype = resolve_dtype(dtype, self.device)
         self.batch_size = batch_size
         module = getattr(model, "module", model)
-        self.dtype_calibration: dict[str, Any] | None = None
-        if dtype == "auto" and self.device.type == "cpu" and self.dtype == torch.bfloat16:
-            self.dtype_calibration = calibrate_cpu_dtype(module, int(module.image_size))
-            self.dtype = DTYPE_NAMES[self.dtype_calibration["dtype"]]
-        if next(module.parameters()).dtype != self.dtype:
-            module = copy.deepcopy(module)  # casting is in place; leave the caller's (e.g. training) model alone
-        self.model = module.to(device=self.device, dtype=self.dtype).eval()
-        for name in FLOAT32_MODULES:
-            if (sub := getattr(self.model, name, None)) is not None:
-                sub.float()
+        self.dtype, self.dtype_calibration = inference_dtype(dtype, self.device, module)
+        self.model = cast_for_inference(module, self.device, self.dtype)
         self.compiled = compile
         self._forward_spatial = torch.compile(self.model.forward_spatial) if compile else self.model.forward_spatial
         self.num_frames = int(self.model.num_frames)
@@ -335,11 +118,6 @@ class Predictor:
                                   f"{len(self.labels)} labels {self.labels}")
         self.info: dict[str, Any] = dict(info or {})
         self.info.setdefault("architecture", config.get("model", {}).get("name"))
-        try:
-            self.face_settings = FaceSettings.from_dict(self.preprocessing.get("face"),
-                                                        size=int(self.preprocessing["image_size"]))
-        except (TypeError, ValueError) as e:
-            raise CheckpointError(f"the checkpoint's face settings are invalid: {e}") from None
         self._face_path: FacePath | None = None
 
     @classmethod
@@ -356,37 +134,13 @@ class Predictor:
 
         Args:
             source: A checkpoint directory, `models:/<name>@<alias>`, `models:/<name>/<version>`,
-                `runs:/<run_id>/<path>` or another artifact URI MLflow can download. MLflow URIs use
-                `classemo.tracking.tracking_uri()` for tracking and registry.
+                `runs:/<run_id>/<path>` or another artifact URI MLflow can download (`load_model_source`).
             device: Torch device; CUDA when available, else CPU.
             batch_size: Clips per forward pass.
             dtype: Compute dtype of the spatial stream ("auto": bf16 where native, else float32).
             compile: `torch.compile` the spatial stream (see `__init__`).
         """
-        info: dict[str, Any] = {"source": str(source)}
-        if not is_mlflow_uri(source):
-            path = Path(source)
-            if not path.is_dir():
-                raise CheckpointError(f"checkpoint directory {path} does not exist (or give an MLflow models:/ URI)")
-            model, config = load_checkpoint(find_checkpoint_dir(path), map_location="cpu")
-            return cls(model, config, device=device, batch_size=batch_size, dtype=dtype, info=info, compile=compile)
-
-        import mlflow.artifacts
-        from mlflow.exceptions import MlflowException
-
-        from classemo.tracking import tracking_uri
-
-        uri = tracking_uri()
-        try:
-            found, artifact_uri = _mlflow_info(str(source), uri)
-            info.update(found)
-            with tempfile.TemporaryDirectory(prefix="classemo-model-") as tmp:
-                local = mlflow.artifacts.download_artifacts(artifact_uri=artifact_uri, dst_path=tmp,
-                                                            tracking_uri=uri, registry_uri=uri)
-                # Weights are read into memory here, so the download can go when the block ends.
-                model, config = load_checkpoint(find_checkpoint_dir(local), map_location="cpu")
-        except MlflowException as e:
-            raise CheckpointError(f"cannot load {source} from MLflow at {uri}: {e.message}") from None
+        model, config, info = load_model_source(source)
         return cls(model, config, device=device, batch_size=batch_size, dtype=dtype, info=info, compile=compile)
 
     # -- input checks ------------------------------------------------------------------------------------------
@@ -400,7 +154,7 @@ class Predictor:
 
     def _to_tensor(self, frames: Sequence[np.ndarray]) -> torch.Tensor:
         p = self.preprocessing
-        return frames_to_tensor(frames, image_size=int(p["image_size"]), mean=p["mean"], std=p["std"])
+        return frames_to_tensor(frames, image_size=p.image_size, mean=p.mean, std=p.std)
 
     # -- inference ---------------------------------------------------------------------------------------------
 
@@ -511,6 +265,11 @@ class Predictor:
 
     # -- faces -------------------------------------------------------------------------------------------------
 
+    @property
+    def face_settings(self) -> FaceSettings:
+        """How this model's training crops were made (the old Haar path for checkpoints that predate the record)."""
+        return self.preprocessing.face_settings()
+
     def face_path(self) -> FacePath:
         """The face path of this model's training data (built on first use, then shared)."""
         if self._face_path is None:
@@ -549,14 +308,4 @@ class Predictor:
                 f"dtype={self.dtype}, source={self.info.get('source')!r})")
 
 
-__all__ = [
-    "ClipPrediction",
-    "Predictor",
-    "checkpoint_config",
-    "calibrate_cpu_dtype",
-    "cpu_supports_bf16",
-    "find_checkpoint_dir",
-    "is_mlflow_uri",
-    "resolve_dtype",
-    "save_model_checkpoint",
-]
+__all__ = ["ClipPrediction", "Predictor"]

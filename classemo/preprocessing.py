@@ -5,6 +5,11 @@ the per-channel mean and std, and the face path that made its crops. Training wr
 dataset's manifest); `Predictor`, evaluation, `classemo analyze` and Serve read it back through `Preprocessing`,
 so no second copy of these numbers exists anywhere.
 
+Before any of that, encoded image bytes become pixels in one way only, `decode_image_bgr` (EXIF orientation applied,
+always three 8-bit channels), which training's `classemo.data.transforms.decode_image`, the converters, the video
+reader and Serve all call, so a phone photo is upright for the model wherever it enters. It lives here, below
+`classemo.data` and `classemo.video`, so that both can use it without importing each other.
+
 StarGAN is the one exception, by design: its generator ends in tanh, so its images always live in [-1, 1]
 (`GAN_MEAN`, `GAN_STD`), whatever the unified model's normalisation.
 """
@@ -13,6 +18,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
+
+import cv2
+import numpy as np
 
 from classemo.faces.path import FaceSettings
 
@@ -25,6 +33,33 @@ GAN_STD: tuple[float, float, float] = (0.5, 0.5, 0.5)
 
 class PreprocessingError(ValueError):
     """A checkpoint's preprocessing block that is missing or inconsistent."""
+
+
+class ImageDecodeError(ValueError):
+    """Bytes that are not a decodable image (empty, truncated or another format)."""
+
+
+def decode_image_bgr(data: bytes) -> np.ndarray:
+    """Decode PNG/JPEG (or any format OpenCV reads) bytes as OpenCV's colour read does.
+
+    IMREAD_COLOR applies the EXIF orientation tag, so a phone photo comes out upright, and always gives three 8-bit
+    channels: greyscale is expanded, alpha dropped, 16-bit scaled down.
+
+    Returns:
+        `(H, W, 3)` uint8 array in OpenCV's BGR order.
+
+    Raises:
+        ImageDecodeError: If `data` is empty, not bytes, truncated, or not an image format OpenCV reads.
+    """
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise ImageDecodeError(f"expected encoded image bytes, got {type(data).__name__}")
+    if len(data) == 0:
+        raise ImageDecodeError("cannot decode an image from empty bytes")
+    image = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_COLOR)
+    if image is None:
+        head = bytes(data[:8])
+        raise ImageDecodeError(f"{len(data)} bytes are not a decodable PNG/JPEG image (starts with {head!r})")
+    return image
 
 
 @dataclass(frozen=True)
@@ -59,15 +94,23 @@ class Preprocessing:
         """Read a checkpoint's `preprocessing` block.
 
         Raises:
-            PreprocessingError: If a required key is missing, naming it.
+            PreprocessingError: If a required key is missing or a value is invalid, naming it.
         """
         missing = [k for k in ("image_size", "num_frames") if k not in data]
         if missing:
             raise PreprocessingError(f"checkpoint preprocessing lacks {missing}; it has {sorted(data)}")
-        face = data.get("face")
-        return cls(image_size=int(data["image_size"]), num_frames=int(data["num_frames"]),
-                   mean=_triple(data.get("mean", DEFAULT_MEAN)), std=_triple(data.get("std", DEFAULT_STD)),
-                   face=FaceSettings.from_dict(face, size=int(data["image_size"])) if face is not None else None)
+        try:
+            face = None if data.get("face") is None else FaceSettings.from_dict(data["face"])
+        except (TypeError, ValueError) as e:
+            raise PreprocessingError(f"face settings are invalid: {e}") from None
+        try:
+            return cls(image_size=int(data["image_size"]), num_frames=int(data["num_frames"]),
+                       mean=_triple(data.get("mean", DEFAULT_MEAN)), std=_triple(data.get("std", DEFAULT_STD)),
+                       face=face)
+        except PreprocessingError:
+            raise
+        except (TypeError, ValueError) as e:
+            raise PreprocessingError(f"checkpoint preprocessing has an invalid value: {e}") from None
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON block written into a checkpoint's config."""

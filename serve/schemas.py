@@ -6,10 +6,12 @@ a typo in the config fails at `serve run` / `serve deploy` time, not on the firs
 
 from __future__ import annotations
 
+import os
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+DEBUG_ENV = "CLASSEMO_SERVE_DEBUG"  # "1" turns the debug routes on without editing the config
 
 class ServeArgs(BaseModel):
     """Launch arguments of the classemo application (the `args:` block of serve/config.yaml)."""
@@ -57,6 +59,11 @@ class ServeArgs(BaseModel):
         if self.max_image_side < self.min_image_side:
             raise ValueError(f"max_image_side={self.max_image_side} is below min_image_side={self.min_image_side}")
         return self
+
+    def debug_enabled(self) -> bool:
+        """Whether the debug routes are on: `debug_routes`, or `CLASSEMO_SERVE_DEBUG=1` in this process's
+        environment (each deployment asks in its own process)."""
+        return self.debug_routes or os.environ.get(DEBUG_ENV) == "1"
 
     def model_user_config(self) -> dict[str, Any]:
         """The model deployment's user_config: what `reconfigure` can change without restarting replicas."""

@@ -6,7 +6,8 @@ import cv2
 import numpy as np
 import pytest
 
-from classemo.data.transforms import ImageDecodeError, decode_image
+from classemo.data.transforms import decode_image
+from classemo.preprocessing import ImageDecodeError
 from classemo.mlflow_model import _as_bytes
 
 

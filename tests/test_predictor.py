@@ -1,18 +1,21 @@
-"""Predictor: checkpoint round trip, the split (embed + temporal) path, batching, input errors, MLflow URIs."""
+"""Predictor: checkpoint round trip, the split (embed + temporal) path and the video feature cache built on it,
+batching, torch.compile, input errors, MLflow URIs."""
 
 from __future__ import annotations
 
 import json
+from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 import pytest
 import torch
 
-from classemo.checkpoint import CheckpointError, save_checkpoint
+from classemo.checkpoint import CheckpointError, checkpoint_config, save_checkpoint, save_model_checkpoint
 from classemo.data.transforms import FrameError
 from classemo.labels import LabelSet
 from classemo.models import create_model
-from classemo.predictor import ClipPrediction, Predictor, checkpoint_config, save_model_checkpoint
+from classemo.predictor import ClipPrediction, Predictor
 
 LABELS = LabelSet(("happy", "sad", "neutral"))
 # classemo_tiny, shrunk so that each test runs in well under a second on 2 cores.
@@ -99,7 +102,7 @@ def test_predict_equals_embed_then_predict_features(model) -> None:
 
 def test_batch_size_does_not_change_results(model) -> None:
     config = checkpoint_config(model, labels=LABELS)
-    # float32 is batch-invariant to 1e-5; bf16 is not (its bound is in tests/test_inference_speed_paths.py).
+    # float32 is batch-invariant to 1e-5; bf16 is not (its bound is in tests/test_precision.py).
     one = Predictor(model, config, device="cpu", batch_size=1, dtype="float32").predict(_clips(2))
     many = Predictor(model, config, device="cpu", batch_size=16, dtype="float32").predict(_clips(2))
     _assert_close(one, many, atol=1e-5)
@@ -215,3 +218,76 @@ def test_predict_image_gives_every_face_largest_first(model, tmp_path, shared_di
     want = predictor.predict([[c] for c in crops])
     _assert_close([p for _, p in found], want, atol=1e-5)
     assert predictor.predict_image(np.full((200, 300, 3), 90, np.uint8)) == []
+
+
+class RecordingPredictor(Predictor):
+    """A real Predictor that also keeps what the video pipeline asked of it, to check the feature cache."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.crops: list[np.ndarray] = []
+        self.features: list[np.ndarray] = []
+        self.embed_calls = 0
+        self.windows: list[np.ndarray] = []
+        self.window_preds: list[ClipPrediction] = []
+
+    def embed_frames(self, frames: Sequence[np.ndarray]) -> np.ndarray:
+        feats = super().embed_frames(frames)
+        self.embed_calls += 1
+        self.crops.extend(np.array(f) for f in frames)
+        self.features.extend(feats)
+        return feats
+
+    def predict_features(self, seqs: Sequence[np.ndarray]) -> list[ClipPrediction]:
+        preds = super().predict_features(seqs)
+        self.windows.extend(np.array(s) for s in seqs)
+        self.window_preds.extend(preds)
+        return preds
+
+
+def test_video_feature_cache_equals_recomputing_every_window(tmp_path: Path) -> None:
+    from classemo.synth.classroom import make_classroom_video
+    from classemo.video.pipeline import PROB_PREFIX, analyze_video
+
+    torch.manual_seed(0)
+    model = create_model("classemo_tiny", num_classes=7)
+    predictor = RecordingPredictor(model, checkpoint_config(model, labels=LabelSet.paper()), device="cpu",
+                                   dtype="float32")
+    video = tmp_path / "class.mp4"
+    make_classroom_video(video, scenario="lively", num_students=3, seconds=2.4, fps=5, seed=3, size=(480, 270))
+    res = analyze_video(video, predictor, out_dir=tmp_path / "out", fps=5, window=4, stride=1, progress=False,
+                        embed_batch=8, teacher="none")
+
+    detections = res.summary["analysis"]["face_detections"]
+    assert len(res.tracks) >= 2, res.tracks  # a multi-track video
+    # Each detected face is embedded exactly once, crops of several frames and tracks per call ...
+    assert len(predictor.crops) == detections
+    assert predictor.embed_calls < res.summary["analysis"]["frames_with_faces"]
+    # ... while the overlapping windows (stride 1) use each frame's features several times.
+    assert sum(len(w) for w in predictor.windows) > 2 * detections
+
+    # Recompute every window from its crops through the full model and compare with the cached path.
+    by_feature = {f.tobytes(): c for f, c in zip(predictor.features, predictor.crops)}
+    clips = [[by_feature[row.tobytes()] for row in w] for w in predictor.windows]
+    fresh = Predictor.predict(predictor, clips)
+    for cached, again in zip(predictor.window_preds, fresh, strict=True):
+        np.testing.assert_allclose(cached.probs, again.probs, atol=1e-5)
+        np.testing.assert_allclose(cached.frame_probs, again.frame_probs, atol=1e-5)
+        np.testing.assert_allclose([cached.valence, cached.arousal], [again.valence, again.arousal], atol=1e-5)
+        np.testing.assert_allclose(cached.frame_valence, again.frame_valence, atol=1e-5)
+        np.testing.assert_allclose(cached.frame_arousal, again.frame_arousal, atol=1e-5)
+    # The timeline holds those cached predictions (one row per window of a kept track).
+    cached_probs = np.stack([p.probs for p in predictor.window_preds])  # (W, C)
+    timeline_probs = res.timeline[[f"{PROB_PREFIX}{n}" for n in predictor.labels]].to_numpy()  # (R, C)
+    assert 0 < len(timeline_probs) <= len(cached_probs)
+    assert np.abs(timeline_probs[:, None] - cached_probs[None]).max(-1).min(-1).max() < 1e-6
+
+
+def test_compiled_spatial_stream_matches_eager(model) -> None:
+    config = checkpoint_config(model, labels=LABELS)
+    eager = Predictor(model, config, device="cpu", dtype="float32").predict(_clips())
+    compiled = Predictor(model, config, device="cpu", dtype="float32", compile=True)
+    assert compiled.compiled
+    for want, got in zip(eager, compiled.predict(_clips()), strict=True):
+        np.testing.assert_allclose(got.probs, want.probs, atol=1e-4)
+        np.testing.assert_allclose(got.frame_valence, want.frame_valence, atol=1e-4)

@@ -35,13 +35,15 @@ class VideoInfo:
 
 
 def _read_image(path: Path) -> np.ndarray | None:
-    import cv2
+    """A still image as BGR, through the one decode training and Serve use (EXIF orientation applied); None when
+    the file is empty or not an image."""
+    from classemo.preprocessing import ImageDecodeError, decode_image_bgr
 
-    # imdecode from bytes rather than imread so non-ASCII paths work and a corrupt file returns None, not a crash.
-    data = np.fromfile(str(path), dtype=np.uint8)
-    if data.size == 0:
+    # Bytes rather than cv2.imread, so non-ASCII paths work and the decode is the shared one.
+    try:
+        return decode_image_bgr(path.read_bytes())
+    except ImageDecodeError:
         return None
-    return cv2.imdecode(data, cv2.IMREAD_COLOR)
 
 
 def _check_path(path: str | Path) -> Path:

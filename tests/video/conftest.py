@@ -16,10 +16,11 @@ def tiny_predictor(tmp_path_factory: pytest.TempPathFactory):
     """
     import torch
 
+    from classemo.checkpoint import save_model_checkpoint
     from classemo.faces import FaceSettings
     from classemo.labels import LabelSet
     from classemo.models import create_model
-    from classemo.predictor import Predictor, save_model_checkpoint
+    from classemo.predictor import Predictor
 
     torch.manual_seed(0)
     model = create_model("classemo_tiny", num_classes=7)

@@ -42,7 +42,7 @@ def loop_video(src: Path, dst: Path, times: int) -> None:
 
 
 def test_peak_rss_is_flat(tmp_path: Path, tiny_predictor) -> None:
-    from classemo.data.synth_classroom import make_classroom_video
+    from classemo.synth.classroom import make_classroom_video
 
     short = tmp_path / "short.mp4"
     make_classroom_video(short, scenario="lively", num_students=4, seconds=20, fps=5, seed=3, size=(640, 360))

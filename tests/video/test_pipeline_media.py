@@ -125,9 +125,10 @@ def test_checkpoint_without_face_settings_analyses_with_haar(shared_dir: Path, t
     """A checkpoint made before face settings existed keeps its old path: Haar boxes, unaligned crops."""
     import torch
 
+    from classemo.checkpoint import save_model_checkpoint
     from classemo.labels import LabelSet
     from classemo.models import create_model
-    from classemo.predictor import Predictor, save_model_checkpoint
+    from classemo.predictor import Predictor
 
     torch.manual_seed(0)
     save_model_checkpoint(create_model("classemo_tiny", num_classes=7), tmp_path / "old", labels=LabelSet.paper())

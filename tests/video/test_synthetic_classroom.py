@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from classemo.data.synth_classroom import make_classroom_video
 from classemo.faces import FacePath, FaceSettings
+from classemo.synth.classroom import make_classroom_video
 from classemo.video.decode import iter_frames
 from classemo.video.pipeline import analyze_video
 from classemo.video.track import Tracker, iou_matrix

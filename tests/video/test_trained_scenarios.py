@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from classemo.data.synth_classroom import make_classroom_video
+from classemo.synth.classroom import make_classroom_video
 from classemo.video.pipeline import analyze_video
 
 FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "classroom_tiny"

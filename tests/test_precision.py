@@ -1,25 +1,20 @@
-"""Fast inference paths keep their answers: bf16 vs fp32 agreement, dtype selection, and the video feature cache."""
+"""Inference precision (`classemo.precision`): bf16 agrees with fp32 within the stated tolerances, and "auto" picks
+bf16 only where the CPU has it natively and it measures faster."""
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 import pytest
 import torch
 
+from classemo.checkpoint import checkpoint_config
 from classemo.data.transforms import frames_to_tensor, pad_clips
 from classemo.labels import LabelSet
 from classemo.models import create_model
-from classemo.predictor import (
-    CALIBRATION_MIN_SPEEDUP,
-    ClipPrediction,
-    Predictor,
-    checkpoint_config,
-    cpu_supports_bf16,
-    resolve_dtype,
-)
+from classemo.precision import CALIBRATION_MIN_SPEEDUP, cpu_supports_bf16, resolve_dtype
+from classemo.predictor import ClipPrediction, Predictor
 
 LABELS = LabelSet(("happy", "sad", "anger", "neutral"))
 COLOURS = np.array([(230, 180, 40), (40, 80, 220), (220, 40, 40), (130, 130, 130)], np.float32)
@@ -133,78 +128,3 @@ def test_auto_dtype_follows_the_cpu_flags_and_a_timing(tmp_path) -> None:
         resolve_dtype("half-ish", cpu)
     with pytest.raises(ValueError, match="floating-point"):
         Predictor(model, checkpoint_config(model, labels=LABELS), device="cpu", dtype=torch.int8)
-
-
-class RecordingPredictor(Predictor):
-    """A real Predictor that also keeps what the video pipeline asked of it, to check the feature cache."""
-
-    def __init__(self, *args, **kwargs) -> None:
-        super().__init__(*args, **kwargs)
-        self.crops: list[np.ndarray] = []
-        self.features: list[np.ndarray] = []
-        self.embed_calls = 0
-        self.windows: list[np.ndarray] = []
-        self.window_preds: list[ClipPrediction] = []
-
-    def embed_frames(self, frames: Sequence[np.ndarray]) -> np.ndarray:
-        feats = super().embed_frames(frames)
-        self.embed_calls += 1
-        self.crops.extend(np.array(f) for f in frames)
-        self.features.extend(feats)
-        return feats
-
-    def predict_features(self, seqs: Sequence[np.ndarray]) -> list[ClipPrediction]:
-        preds = super().predict_features(seqs)
-        self.windows.extend(np.array(s) for s in seqs)
-        self.window_preds.extend(preds)
-        return preds
-
-
-def test_video_feature_cache_equals_recomputing_every_window(tmp_path: Path) -> None:
-    from classemo.data.synth_classroom import make_classroom_video
-    from classemo.video.pipeline import PROB_PREFIX, analyze_video
-
-    torch.manual_seed(0)
-    model = create_model("classemo_tiny", num_classes=7)
-    predictor = RecordingPredictor(model, checkpoint_config(model, labels=LabelSet.paper()), device="cpu",
-                                   dtype="float32")
-    video = tmp_path / "class.mp4"
-    make_classroom_video(video, scenario="lively", num_students=3, seconds=2.4, fps=5, seed=3, size=(480, 270))
-    res = analyze_video(video, predictor, out_dir=tmp_path / "out", fps=5, window=4, stride=1, progress=False,
-                        embed_batch=8, teacher="none")
-
-    detections = res.summary["analysis"]["face_detections"]
-    assert len(res.tracks) >= 2, res.tracks  # a multi-track video
-    # Each detected face is embedded exactly once, crops of several frames and tracks per call ...
-    assert len(predictor.crops) == detections
-    assert predictor.embed_calls < res.summary["analysis"]["frames_with_faces"]
-    # ... while the overlapping windows (stride 1) use each frame's features several times.
-    assert sum(len(w) for w in predictor.windows) > 2 * detections
-
-    # Recompute every window from its crops through the full model and compare with the cached path.
-    by_feature = {f.tobytes(): c for f, c in zip(predictor.features, predictor.crops)}
-    clips = [[by_feature[row.tobytes()] for row in w] for w in predictor.windows]
-    fresh = Predictor.predict(predictor, clips)
-    for cached, again in zip(predictor.window_preds, fresh, strict=True):
-        np.testing.assert_allclose(cached.probs, again.probs, atol=1e-5)
-        np.testing.assert_allclose(cached.frame_probs, again.frame_probs, atol=1e-5)
-        np.testing.assert_allclose([cached.valence, cached.arousal], [again.valence, again.arousal], atol=1e-5)
-        np.testing.assert_allclose(cached.frame_valence, again.frame_valence, atol=1e-5)
-        np.testing.assert_allclose(cached.frame_arousal, again.frame_arousal, atol=1e-5)
-    # The timeline holds those cached predictions (one row per window of a kept track).
-    cached_probs = np.stack([p.probs for p in predictor.window_preds])  # (W, C)
-    timeline_probs = res.timeline[[f"{PROB_PREFIX}{n}" for n in predictor.labels]].to_numpy()  # (R, C)
-    assert 0 < len(timeline_probs) <= len(cached_probs)
-    assert np.abs(timeline_probs[:, None] - cached_probs[None]).max(-1).min(-1).max() < 1e-6
-
-
-def test_compiled_spatial_stream_matches_eager() -> None:
-    torch.manual_seed(0)
-    model = create_model("classemo_tiny", num_classes=len(LABELS), **dict(ARCH, depth=1))
-    config = checkpoint_config(model, labels=LABELS)
-    clips, _ = _coloured_clips(6, seed=3)
-    eager = Predictor(model, config, device="cpu", dtype="float32").predict(clips)
-    compiled = Predictor(model, config, device="cpu", dtype="float32", compile=True)
-    assert compiled.compiled
-    got = compiled.predict(clips)
-    assert _max_diff(eager, got, "probs") < 1e-4 and _max_diff(eager, got, "frame_valence") < 1e-4
