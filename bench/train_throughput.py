@@ -38,7 +38,8 @@ def single_process_rate(cfg: object, info: object, steps: int = 12) -> float:
     from classemo.losses.unified import UnifiedLoss
     from classemo.models import create_model
     from classemo.training.unified import UnifiedStep, train_step
-    from jobs.data import READ_COLUMNS, DecodeClips
+    from classemo.data.batches import DecodeClips
+    from classemo.data.dataset import READ_COLUMNS
 
     d, u = cfg.data, cfg.unified  # type: ignore[attr-defined]
     labels = LabelSet.from_list(info.manifest.labels)  # type: ignore[attr-defined]

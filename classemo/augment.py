@@ -1,8 +1,9 @@
-"""StarGAN augmentation of peak frames: peak selection, the M_H batch and the translation grid.
+"""StarGAN augmentation of peak frames: the M_H batch and the translation grid.
 
 "Emotion recognition in learning scenes supported by smart classrooms": the student's peak frame is redrawn by a
 StarGAN generator under other expressions, mixed with the real peak frames and fed to the ViT; the cross-entropy on
-that mixed batch is M_H. See docs/stargan.md for the peak rule and the mixing.
+that mixed batch is M_H. The peak frames come from the one peak rule, `classemo.data.peak`; see docs/stargan.md
+for that rule and the mixing.
 """
 
 from __future__ import annotations
@@ -11,50 +12,15 @@ import logging
 from pathlib import Path
 from typing import Sequence
 
-import cv2
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from classemo.checkpoint import CheckpointError, load_checkpoint, read_config
 from classemo.labels import LabelSet
+from classemo.preprocessing import DEFAULT_MEAN, DEFAULT_STD, GAN_MEAN, GAN_STD
 
 log = logging.getLogger(__name__)
-
-PEAK_FEATURE_SIZE = 16  # side of the grey thumbnail the intensity rule compares
-
-
-def _peak_feature(frame: np.ndarray) -> np.ndarray:
-    """Cheap expression feature: a 16x16 grey thumbnail, standardised so global lighting changes do not count."""
-    if frame.ndim != 3 or frame.shape[2] != 3:
-        raise ValueError(f"frames must be (H, W, 3) RGB arrays, got shape {frame.shape}")
-    grey = cv2.cvtColor(np.ascontiguousarray(frame), cv2.COLOR_RGB2GRAY).astype(np.float32)
-    small = cv2.resize(grey, (PEAK_FEATURE_SIZE, PEAK_FEATURE_SIZE), interpolation=cv2.INTER_AREA).ravel()
-    return (small - small.mean()) / (small.std() + 1e-6)
-
-
-def intensity_peak_index(frames: Sequence[np.ndarray]) -> int:
-    """The frame farthest from the first (neutral-most) frame in the thumbnail feature space.
-
-    Clips in expression datasets start near neutral, so the distance from frame 0 measures how far the face has
-    moved toward its expression; the apex is where that distance peaks.
-    """
-    if len(frames) == 0:
-        raise ValueError("cannot pick a peak frame from an empty clip")
-    feats = np.stack([_peak_feature(f) for f in frames])  # (T, 256)
-    dist = np.linalg.norm(feats - feats[0], axis=1)  # (T,)
-    return int(np.argmax(dist))
-
-
-def select_peak_index(frames: Sequence[np.ndarray], peak_index: int | None = None) -> int:
-    """The dataset's annotated `peak_index` when present and in range, otherwise `intensity_peak_index(frames)`."""
-    if peak_index is not None and 0 <= int(peak_index) < len(frames):
-        return int(peak_index)
-    if peak_index is not None:
-        log.warning("peak_index %s is outside a clip of %d frames; using the intensity rule", peak_index,
-                    len(frames))
-    return intensity_peak_index(frames)
 
 
 def mix_counts(num_real: int, num_generated: int, real_ratio: float) -> tuple[int, int]:
@@ -78,7 +44,7 @@ class StarGANAugmenter:
     """Builds the M_H batch: real peak frames plus StarGAN translations into other expressions, mixed by ratio."""
 
     def __init__(self, model: nn.Module | None, *, per_clip: int = 1, real_ratio: float = 0.5,
-                 mean: Sequence[float] = (0.5, 0.5, 0.5), std: Sequence[float] = (0.5, 0.5, 0.5),
+                 mean: Sequence[float] = DEFAULT_MEAN, std: Sequence[float] = DEFAULT_STD,
                  labels: LabelSet | None = None, device: str | torch.device | None = None, seed: int | None = None
                  ) -> None:
         """Args:
@@ -104,6 +70,8 @@ class StarGANAugmenter:
         self.per_clip, self.real_ratio, self.labels = per_clip, real_ratio, labels
         self.mean = torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1)
         self.std = torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1)
+        self.gan_mean = torch.tensor(GAN_MEAN, dtype=torch.float32).view(1, 3, 1, 1)
+        self.gan_std = torch.tensor(GAN_STD, dtype=torch.float32).view(1, 3, 1, 1)
         self.rng = torch.Generator().manual_seed(seed if seed is not None else int(torch.randint(2**31, ()).item()))
         self._warned = False
 
@@ -131,7 +99,7 @@ class StarGANAugmenter:
     def _to_gan(self, x: Tensor) -> Tensor:
         """Model space (normalised, size S) -> GAN space ([-1, 1], the GAN's size)."""
         x01 = x * self.std.to(x) + self.mean.to(x)
-        x = x01 * 2.0 - 1.0
+        x = (x01 - self.gan_mean.to(x)) / self.gan_std.to(x)
         if x.shape[-1] != self.image_size:
             x = F.interpolate(x, size=(self.image_size, self.image_size), mode="bilinear", antialias=True,
                               align_corners=False)
@@ -141,7 +109,7 @@ class StarGANAugmenter:
         """GAN space -> model space at side `size`."""
         if y.shape[-1] != size:
             y = F.interpolate(y, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
-        x01 = (y.clamp(-1.0, 1.0) + 1.0) / 2.0
+        x01 = y.clamp(-1.0, 1.0) * self.gan_std.to(y) + self.gan_mean.to(y)
         return (x01 - self.mean.to(y)) / self.std.to(y)
 
     def targets_for(self, labels: Tensor) -> Tensor:

@@ -10,8 +10,6 @@ import math
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-import typer
-
 NUMERIC_KEYS = ("accuracy", "uar", "valence_rmse", "valence_ccc", "arousal_rmse", "arousal_ccc")
 
 
@@ -24,8 +22,8 @@ def evaluate_dataset(model: str, data: str, *, split: str = "test", batch_size: 
     """
     import numpy as np
 
+    from classemo.data.batches import clip_va, eval_frames, va_sources
     from classemo.data.format import read_manifest, read_split
-    from classemo.data.transforms import decode_image, select_frame_indices
     from classemo.faces import FaceSettings, warn_if_different
     from classemo.metrics import MetricAccumulator
     from classemo.predictor import Predictor
@@ -41,20 +39,12 @@ def evaluate_dataset(model: str, data: str, *, split: str = "test", batch_size: 
     if table.num_rows == 0:
         raise ValueError(f"split {split!r} of {data} holds no clips")
     acc = MetricAccumulator(len(predictor.labels), predictor.labels)
-    cols = {c: table.column(c).to_pylist() for c in ("frames", "label_idx", "valence", "arousal", "va_source")}
     for start in range(0, table.num_rows, batch_size):
-        rows = range(start, min(start + batch_size, table.num_rows))
-        clips = []
-        for r in rows:
-            enc = cols["frames"][r]
-            clips.append([decode_image(enc[i]) for i in select_frame_indices(len(enc), predictor.num_frames,
-                                                                           train=False)])
-        preds = predictor.predict(clips)
-        va_true = np.array([[np.nan if cols[k][r] is None else cols[k][r] for k in ("valence", "arousal")]
-                            for r in rows], dtype=np.float32)
-        acc.update(np.stack([p.probs for p in preds]), [cols["label_idx"][r] for r in rows],
-                   va_pred=np.array([[p.valence, p.arousal] for p in preds], dtype=np.float32), va_true=va_true,
-                   va_source=[cols["va_source"][r] or "none" for r in rows])
+        rows = table.slice(start, batch_size)
+        preds = predictor.predict([eval_frames(enc, predictor.num_frames) for enc in rows.column("frames").to_pylist()])
+        acc.update(np.stack([p.probs for p in preds]), rows.column("label_idx").to_pylist(),
+                   va_pred=np.array([[p.valence, p.arousal] for p in preds], dtype=np.float32), va_true=clip_va(rows),
+                   va_source=va_sources(rows))
     out = acc.compute()
     out.update(labels=predictor.labels, model=str(model), data=str(data), split=split)
     return out
@@ -121,44 +111,3 @@ def plot_ablation(with_vlad: Mapping[str, float], without_vlad: Mapping[str, flo
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return path
-
-
-def evaluate_command(
-    model: str = typer.Option(..., "--model", help="checkpoint dir or models:/classemo@champion"),
-    data: str = typer.Option(..., "--data", help="dataset root (local or s3://)"),
-    split: str = typer.Option("test", help="train, val or test"),
-    ablation: bool = typer.Option(False, "--ablation", help="compare with --baseline (NetVLAD off), per class"),
-    baseline: str = typer.Option("", "--baseline", help="the same model trained with use_netvlad=false"),
-    out: Path = typer.Option(Path("ablation.png"), "--out", help="where --ablation writes the bar chart"),
-    log: bool = typer.Option(True, "--log/--no-log", help="log metrics and plots to an MLflow run"),
-) -> None:
-    """Score a model on a dataset split; print and log accuracy, per-class accuracy, V/A RMSE and CCC."""
-    from classemo.checkpoint import CheckpointError
-    from classemo.data.format import DatasetFormatError
-
-    if ablation and not baseline:
-        raise typer.BadParameter("--ablation needs --baseline: a model trained with unified.model_kwargs="
-                                 "{use_netvlad: false}", param_hint="--baseline")
-    try:
-        metrics = evaluate_dataset(model, data, split=split)
-        base = evaluate_dataset(baseline, data, split=split) if ablation else None
-    except (CheckpointError, DatasetFormatError, ValueError, OSError) as e:
-        typer.echo(f"classemo evaluate: error: {e}", err=True)
-        raise typer.Exit(2) from None
-    typer.echo(format_metrics(metrics, title=f"{model} on {data} [{split}]"))
-    if base is not None:
-        typer.echo(format_metrics(base, title=f"baseline {baseline} [{split}]"))
-        plot_ablation(metrics["per_class_accuracy"], base["per_class_accuracy"], out)
-        typer.echo(f"ablation chart: {out}")
-    if log:
-        import mlflow
-
-        from classemo.tracking import tracking_uri
-
-        mlflow.set_tracking_uri(tracking_uri())
-        mlflow.set_experiment("classemo-evaluate")
-        with mlflow.start_run(run_name=f"evaluate-{split}"):
-            mlflow.log_params({"model": model, "data": data, "split": split, "baseline": baseline})
-            log_evaluation(metrics, labels=metrics["labels"], prefix=f"{split}_")
-            if base is not None:
-                mlflow.log_artifact(str(out))

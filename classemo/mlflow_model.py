@@ -151,3 +151,40 @@ def register_and_promote(
                          version, score)
     return Promotion(version, False, f"{metric} {score:.4f} <= champion v{current.version}'s {champion_score:.4f}",
                      current.version, champion_score)
+
+
+def publish_model(
+    checkpoint_dir: str | Path,
+    *,
+    dataset_root: str,
+    split_id: str,
+    input_example: Sequence[bytes],
+    name: str = REGISTERED_NAME,
+    client: MlflowClient | None = None,
+) -> tuple[Any, Promotion]:
+    """Log a trained checkpoint into the active run, register it, and move the champion alias if it scores better.
+
+    The candidate and the champion are scored by one evaluator, `classemo.evaluate.evaluate_dataset` on the
+    dataset's validation split: a training loop's own validation number would come from another code path (other
+    batching, other precision) and could move the alias on a difference that is not the model's.
+
+    Args:
+        checkpoint_dir: The checkpoint directory (config.json + model.pt).
+        dataset_root: The dataset whose `val` split scores both models (local or s3://).
+        split_id: Identity of that split (`classemo.data.dataset.split_id`), recorded on the version.
+        input_example: Encoded frames of one real clip, the logged model's input example.
+        name: Registered model name.
+        client: MLflow client for the registry (default: the current tracking URI).
+
+    Returns:
+        `(model_info, promotion)`: MLflow's ModelInfo of the logged model and what `register_and_promote` did.
+    """
+    from classemo.evaluate import evaluate_dataset
+
+    def val_accuracy(model: str) -> float:
+        return float(evaluate_dataset(model, dataset_root, split="val")["accuracy"])
+
+    model_info = log_model(checkpoint_dir, input_example)
+    promotion = register_and_promote(model_info.model_uri, score=val_accuracy(str(checkpoint_dir)), split_id=split_id,
+                                     name=name, evaluate_champion=val_accuracy, client=client)
+    return model_info, promotion

@@ -100,7 +100,7 @@ def unified_train_fn(config: dict[str, Any]) -> dict[str, Any]:
     from classemo.losses.unified import UnifiedLoss, class_weights_from_counts
     from classemo.metrics import scalar_metrics
     from classemo.models import create_model
-    from classemo.predictor import save_model_checkpoint
+    from classemo.checkpoint import save_model_checkpoint
     from classemo.training.unified import UnifiedStep, evaluate_batches, gather_metrics, train_step, warmup_cosine
 
     job = JobConfig.from_dict(config["job"])
@@ -136,8 +136,7 @@ def unified_train_fn(config: dict[str, Any]) -> dict[str, Any]:
 
     augmenter = None
     if config.get("generator") is not None and u.stargan_per_clip > 0:
-        augmenter = _augmenter(ray.get(config["generator"]), labels, device, u.stargan_per_clip,
-                               u.stargan_real_ratio, d)
+        augmenter = _augmenter(ray.get(config["generator"]), model, device, u.stargan_per_clip, u.stargan_real_ratio)
 
     train_shard = ray.train.get_dataset_shard("train")
     val_shard = ray.train.get_dataset_shard(f"val_{rank}")
@@ -181,15 +180,21 @@ def unified_train_fn(config: dict[str, Any]) -> dict[str, Any]:
     return {"history": history}
 
 
-def _augmenter(generator_bytes: bytes, labels: Any, device: torch.device, per_clip: int, real_ratio: float,
-               data: Any) -> Any:
-    """Build the M_H batch builder from the stage-1 generator checkpoint (shipped as bytes to every node)."""
-    from classemo.augment import StarGANAugmenter
+def _augmenter(generator_bytes: bytes, model: torch.nn.Module, device: torch.device, per_clip: int,
+               real_ratio: float) -> Any:
+    """Build the M_H batch builder from the stage-1 generator checkpoint (shipped as bytes to every node).
 
+    The peaks it receives are normalised as `model`'s inputs (the decoders use the model's preprocessing), so it
+    maps them to StarGAN's range with the same mean and std.
+    """
+    from classemo.augment import StarGANAugmenter
+    from classemo.preprocessing import Preprocessing
+
+    prep = Preprocessing.for_model(model)
     with tempfile.TemporaryDirectory() as tmp:
         _unpack(generator_bytes, Path(tmp))
         return StarGANAugmenter.from_checkpoint(tmp, device=device, per_clip=per_clip, real_ratio=real_ratio,
-                                                mean=(0.5,) * 3, std=(0.5,) * 3)
+                                                mean=prep.mean, std=prep.std)
 
 
 def pack_dir(directory: str | Path) -> bytes:

@@ -12,36 +12,27 @@ directory is a temporary copy, and workers on other nodes have other working dir
 from __future__ import annotations
 
 import argparse
-import hashlib
 import os
-import shutil
 import socket
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 if __package__ in (None, ""):  # `python jobs/train.py`: make `jobs` importable like under `ray job submit`
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from classemo.config import ConfigError, JobConfig, load_config  # noqa: E402
+from classemo.training.results import (StageResult, finish_unified, gate_generator, log_stargan_grid,  # noqa: E402
+                                       print_summary)
+
+if TYPE_CHECKING:
+    from classemo.preprocessing import Preprocessing
 
 
 class JobError(RuntimeError):
     """A training job that cannot start or finish; the message says why."""
-
-
-@dataclass
-class StageResult:
-    """What one stage produced."""
-
-    checkpoint_dir: str  # best checkpoint (local path on the driver)
-    metrics: dict[str, Any]  # metrics of that checkpoint
-    history: list[dict[str, Any]] = field(default_factory=list)
-    run_id: str = ""  # MLflow child run
-    path: str = ""  # Ray Train run directory
 
 
 # ---------------------------------------------------------------------------------------------------- helpers
@@ -66,11 +57,11 @@ def resolve_paths(cfg: JobConfig) -> JobConfig:
 
 def ensure_dataset(cfg: JobConfig) -> Any:
     """Generate (or reuse) the synthetic sample when asked and the root is local; then check the dataset."""
-    from jobs.data import DatasetError, inspect_dataset
+    from classemo.data.dataset import DatasetError, inspect_dataset
 
     d = cfg.data
     if d.synth_if_missing and "://" not in d.root and not (Path(d.root) / "manifest.json").exists():
-        from classemo.data.synth import write_synth_dataset
+        from classemo.synth.clips import write_synth_dataset
 
         print(f"[classemo] generating the synthetic sample dataset at {d.root}", flush=True)
         write_synth_dataset(d.root, clips_per_class=d.synth_clips_per_class, num_frames=d.synth_num_frames,
@@ -149,38 +140,26 @@ def quiet_data() -> None:
     ctx.use_datasource_v2 = False
 
 
-def _split_id(info: Any, split: str) -> str:
-    """Identity of a split: root plus a fingerprint of its shard list and clip count."""
-    m = info.manifest
-    blob = f"{m.counts.get(split)}|{m.shards.get(split)}|{m.label_counts.get(split)}|{m.converter_version}"
-    return f"{info.root}#{split}:{hashlib.sha1(blob.encode()).hexdigest()[:12]}"
-
-
-def _load_resume_state(cfg: JobConfig, manifest: Any) -> Any:
-    """State dict of `unified.resume_from`, checked against the dataset's labels and the model config; a model whose
-    face crops were made differently from the dataset's gets a warning."""
-    import torch
-
-    from classemo.checkpoint import CheckpointError
-    from classemo.faces import FaceSettings, warn_if_different
-    from classemo.predictor import Predictor
-
-    labels = manifest.label_set
+def resume_state(cfg: JobConfig, manifest: Any) -> dict[str, Any]:
+    """The float32 state dict of `unified.resume_from`, checked against the dataset and the configured model."""
+    from classemo.training.resume import ResumeError, load_resume_state
 
     try:
-        # float32: "auto" could pick bf16 on this CPU and round the weights before training continues.
-        predictor = Predictor.from_checkpoint(cfg.unified.resume_from, device="cpu", dtype="float32")
-    except (CheckpointError, OSError, ValueError) as e:
-        raise JobError(f"cannot resume from {cfg.unified.resume_from}: {e}") from None
-    if list(predictor.labels) != list(labels.names):
-        raise JobError(f"--resume-from model {cfg.unified.resume_from} was trained on labels {predictor.labels}, "
-                       f"but the dataset {cfg.data.root} has {list(labels.names)}")
-    name = predictor.config["model"]["name"]
-    if name != cfg.unified.model:
-        raise JobError(f"--resume-from model is a {name!r}, the config asks for {cfg.unified.model!r}")
-    warn_if_different(FaceSettings.from_dict(manifest.face, size=manifest.image_size), predictor.face_settings,
-                      f"--resume-from {cfg.unified.resume_from} on {cfg.data.root}")
-    return {k: v.detach().cpu() for k, v in predictor.model.state_dict().items() if isinstance(v, torch.Tensor)}
+        return load_resume_state(cfg.unified.resume_from, manifest=manifest, model_name=cfg.unified.model,
+                                 data_root=cfg.data.root)
+    except ResumeError as e:
+        raise JobError(str(e)) from None
+
+
+def model_preprocessing(cfg: JobConfig, num_classes: int) -> Preprocessing:
+    """The unified model's preprocessing, which the decoders must apply: a pretrained backbone brings its own
+    mean and std, and the checkpoint records the model's, so training normalises with the same numbers."""
+    from classemo.models import create_model
+    from classemo.preprocessing import Preprocessing
+
+    u, d = cfg.unified, cfg.data
+    return Preprocessing.for_model(create_model(u.model, num_classes=num_classes, image_size=d.image_size,
+                                                num_frames=d.num_frames, **u.model_kwargs))
 
 
 def _stage_result(result: Any, metric: str, run_id: str) -> StageResult:
@@ -268,7 +247,8 @@ def run_training(cfg: JobConfig, info: Any = None, *, generator_dir: str = "", p
     """
     import ray
 
-    from jobs.data import cache_decision, clip_pipeline, decoded_bytes, read_split, val_shards
+    from classemo.data.batches import cache_decision, decoded_bytes
+    from jobs.data import clip_pipeline, read_split, val_shards
     from jobs.stages import pack_dir, unified_train_fn
 
     info = info or ensure_dataset(cfg)
@@ -276,7 +256,7 @@ def run_training(cfg: JobConfig, info: Any = None, *, generator_dir: str = "", p
     init_ray(cfg)
     quiet_data()
     d = cfg.data
-    init_state = ray.put(_load_resume_state(cfg, info.manifest)) if cfg.unified.resume_from else None
+    init_state = ray.put(resume_state(cfg, info.manifest)) if cfg.unified.resume_from else None
     generator = ray.put(pack_dir(generator_dir)) if generator_dir else None
     if not generator_dir:
         print("[classemo] no StarGAN generator: M_H uses the real peak frames only", flush=True)
@@ -289,11 +269,12 @@ def run_training(cfg: JobConfig, info: Any = None, *, generator_dir: str = "", p
         how = "read and decoded once, kept in the object store" if cache[split] else "streamed, decoded every epoch"
         print(f"[classemo] {split}: {nbytes / 1e6:.1f} MB decoded at {d.image_size} px: {how} (data.cache={d.cache}, "
               f"object store {store / 1e9:.1f} GB)", flush=True)
-    train = clip_pipeline(read_split(info, "train", limit=d.limit_train), num_frames=d.num_frames,
-                          image_size=d.image_size, train=True, augment=d.augment, map_batch_size=d.map_batch_size,
-                          cache=cache["train"])
-    val = {k: clip_pipeline(v, num_frames=d.num_frames, image_size=d.image_size, train=False, augment=False,
-                            map_batch_size=d.map_batch_size, cache=cache["val"])
+    prep = model_preprocessing(cfg, len(labels))
+    inputs = dict(num_frames=d.num_frames, image_size=d.image_size, map_batch_size=d.map_batch_size, mean=prep.mean,
+                  std=prep.std)
+    train = clip_pipeline(read_split(info, "train", limit=d.limit_train), train=True, augment=d.augment,
+                          cache=cache["train"], **inputs)
+    val = {k: clip_pipeline(v, train=False, augment=False, cache=cache["val"], **inputs)
            for k, v in val_shards(read_split(info, "val"), cfg.scaling.num_workers).items()}
     run_id = _child_run(cfg, parent_run_id, "unified")
     trainer = build_trainer(
@@ -334,95 +315,8 @@ def run_stargan(cfg: JobConfig, info: Any = None, *, parent_run_id: str | None =
     stage = _stage_result(trainer.fit(), "val_domain_acc", run_id)
     stage.checkpoint_dir = str(Path(stage.checkpoint_dir) / "generator")
     if run_id:
-        _log_stargan_grid(cfg, info, stage)
+        log_stargan_grid(cfg, info, stage)
     return stage
-
-
-def _log_stargan_grid(cfg: JobConfig, info: Any, stage: StageResult) -> None:
-    """The StarGAN sample grid (each input translated into every domain) into the stage's child run."""
-    import mlflow
-    import torch
-
-    from classemo.augment import save_translation_grid
-    from classemo.checkpoint import load_checkpoint
-    from classemo.plots import plot_learning_curves
-    from jobs.data import DecodePeaks, first_rows
-
-    generator, _ = load_checkpoint(stage.checkpoint_dir)
-    rows = first_rows(info, "val", 4)
-    batch = DecodePeaks(image_size=cfg.data.image_size, train=False, augment=False)(rows)
-    with mlflow.start_run(run_id=stage.run_id, nested=True), tempfile.TemporaryDirectory() as tmp:
-        save_translation_grid(generator, torch.from_numpy(batch["image"]), torch.from_numpy(batch["label"]),
-                              list(info.manifest.label_set.names), Path(tmp) / "stargan_grid.png")
-        curves = {k: [h.get(k, float("nan")) for h in stage.history]
-                  for k in ("train_d_total", "train_g_total", "val_domain_acc")}
-        plot_learning_curves(curves, path=Path(tmp) / "stargan_learning_curves.png")
-        mlflow.log_artifacts(tmp)
-
-
-# ------------------------------------------------------------------------------------------- evaluation + MLflow
-
-
-def finish_unified(cfg: JobConfig, info: Any, stage: StageResult) -> dict[str, Any]:
-    """Test-set evaluation, plots, model logging, registration and the champion alias (driver side)."""
-    import mlflow
-
-    from classemo.evaluate import evaluate_dataset, log_evaluation
-    from classemo.mlflow_model import log_model, register_and_promote
-    from classemo.plots import plot_learning_curves
-    from jobs.data import first_clip_frames
-
-    model_dir = str(Path(stage.checkpoint_dir) / "model")
-    test = evaluate_dataset(model_dir, cfg.data.root, split="test")
-    out: dict[str, Any] = {"test": test, "checkpoint": model_dir}
-    if cfg.run.export_model:
-        shutil.copytree(model_dir, cfg.run.export_model, dirs_exist_ok=True)
-        out["checkpoint"] = cfg.run.export_model
-    if not stage.run_id:
-        return out
-    with mlflow.start_run(run_id=stage.run_id, nested=True):
-        log_evaluation(test, labels=list(test["per_class_accuracy"]), prefix="test_")
-        curves = {k: [h.get(k, float("nan")) for h in stage.history]
-                  for k in ("train_loss", "val_accuracy", "val_uar")}
-        with tempfile.TemporaryDirectory() as tmp:
-            plot_learning_curves(curves, path=Path(tmp) / "learning_curves.png")
-            (Path(tmp) / "config.yaml").write_text(cfg.to_yaml())
-            mlflow.log_artifacts(tmp)
-        info_model = log_model(model_dir, first_clip_frames(info, "val"))
-        out["model_uri"] = info_model.model_uri
-        if cfg.run.register:
-            split = _split_id(info, "val")
-            val_score = float(stage.metrics.get("val_accuracy", float("nan")))
-
-            def score_champion(uri: str) -> float:
-                return float(evaluate_dataset(uri, cfg.data.root, split="val")["accuracy"])
-
-            promo = register_and_promote(info_model.model_uri, score=val_score, split_id=split,
-                                         name=cfg.run.registered_name, evaluate_champion=score_champion)
-            mlflow.set_tags({"registered_version": promo.version, "champion_moved": str(promo.promoted)})
-            out["promotion"] = promo
-            out["registered_name"] = cfg.run.registered_name
-    return out
-
-
-def gate_generator(cfg: JobConfig, stage: StageResult, parent_run_id: str) -> str:
-    """The stage-1 generator for M_H, or "" when D does not recognise its translations often enough.
-
-    The decision is tagged on the job's parent run (`stargan_used_for_m_h`, `stargan_domain_acc`).
-    """
-    from mlflow.tracking import MlflowClient
-
-    acc = float(stage.metrics.get("val_domain_acc", float("nan")))
-    used = acc >= cfg.stargan.min_domain_acc
-    client = MlflowClient(cfg.run.tracking_uri)
-    client.set_tag(parent_run_id, "stargan_domain_acc", f"{acc:.3f}")
-    client.set_tag(parent_run_id, "stargan_used_for_m_h", str(used))
-    if not used:
-        print(f"[classemo] warning: StarGAN's translations are recognised as their target expression in only "
-              f"{acc:.0%} of validation cases (stargan.min_domain_acc = {cfg.stargan.min_domain_acc:.0%}); "
-              f"M_H uses the real peak frames only. Train StarGAN longer (stargan.epochs) to use it.", flush=True)
-        return ""
-    return stage.checkpoint_dir
 
 
 def run_job(cfg: JobConfig) -> dict[str, Any]:
@@ -434,7 +328,7 @@ def run_job(cfg: JobConfig) -> dict[str, Any]:
     if not (cfg.stargan.enabled or cfg.unified.enabled):
         raise JobError("both stages are disabled (stargan.enabled=false, unified.enabled=false): nothing to do")
     if cfg.unified.resume_from:
-        _load_resume_state(cfg, info.manifest)  # fail before any training starts
+        resume_state(cfg, info.manifest)  # fail before any training starts
     init_ray(cfg)
     mlflow.set_tracking_uri(cfg.run.tracking_uri)
     mlflow.set_experiment(cfg.run.experiment)
@@ -455,20 +349,6 @@ def run_job(cfg: JobConfig) -> dict[str, Any]:
     return out
 
 
-def print_summary(out: dict[str, Any]) -> None:
-    from classemo.evaluate import format_metrics
-
-    if "test" in out:
-        print(format_metrics(out["test"], title="test split"))
-    if "promotion" in out:
-        p = out["promotion"]
-        print(f"registered {out.get('registered_name', 'classemo')} v{p.version}; champion {'moved' if p.promoted else 'kept'}: {p.reason}")
-    if "checkpoint" in out:
-        print(f"best unified model checkpoint: {out['checkpoint']}")
-    print(f"MLflow: {out['tracking_uri']} (parent run {out.get('parent_run_id')}); "
-          f"job took {out.get('seconds', 0):.0f} s")
-
-
 def parse_args(argv: Sequence[str] | None = None) -> JobConfig:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0], formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--config", help="YAML file with any of the sections data, stargan, unified, scaling, run")
@@ -485,7 +365,7 @@ def parse_args(argv: Sequence[str] | None = None) -> JobConfig:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from jobs.data import DatasetError
+    from classemo.data.dataset import DatasetError
 
     try:
         cfg = parse_args(argv)

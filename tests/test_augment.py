@@ -1,4 +1,4 @@
-"""Peak-frame selection and the StarGAN M_H batch: annotated peaks, the intensity rule, ratios and targets."""
+"""The StarGAN M_H batch: ratios, targets, the model <-> GAN space round trip and the translation grid."""
 
 from __future__ import annotations
 
@@ -8,16 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from classemo.augment import (
-    StarGANAugmenter,
-    intensity_peak_index,
-    mix_counts,
-    save_translation_grid,
-    select_peak_index,
-)
+from classemo.augment import StarGANAugmenter, mix_counts, save_translation_grid
 from classemo.checkpoint import CheckpointError, save_checkpoint
-from classemo.data.synth import FaceIdentity, render_face, synth_clips
-from classemo.data.transforms import decode_image
 from classemo.labels import LabelSet
 from classemo.models import create_model
 from classemo.training.stargan import save_stargan
@@ -27,56 +19,12 @@ MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)  # deliberately not the
 
 
 @pytest.fixture(scope="module")
-def synth_rows() -> list[dict]:
-    labels = LabelSet(("happy", "sad", "anger", "fear", "disgust"))  # no neutral: every clip has an apex
-    return list(synth_clips(clips_per_class=3, num_frames=9, image_size=48, seed=3, subjects=6, labels=labels))
-
-
-@pytest.fixture(scope="module")
 def generator_dir(tmp_path_factory: pytest.TempPathFactory) -> str:
     torch.manual_seed(0)
     gan = create_model("stargan_tiny", num_domains=len(LABELS), image_size=32)
     directory = tmp_path_factory.mktemp("gan") / "generator"
     save_stargan(gan, directory, labels=LABELS)
     return str(directory)
-
-
-def test_annotated_peak_is_used(synth_rows: list[dict]) -> None:
-    for row in synth_rows:
-        frames = [decode_image(b) for b in row["frames"]]
-        assert select_peak_index(frames, row["peak_index"]) == row["peak_index"]
-
-
-def _posed_clip(expression: str, apex: int, seed: int, num_frames: int = 9) -> list[np.ndarray]:
-    """A clip with a known apex: one identity, camera and pose; the intensity rises to 1 at `apex` and falls."""
-    ident = FaceIdentity.random(np.random.default_rng([seed, 0]), f"s{seed}")
-    noise = np.random.default_rng([seed, 1])
-    frames = []
-    for t in range(num_frames):
-        intensity = float(np.exp(-0.5 * ((t - apex) / 1.5) ** 2))
-        # The same nuisance seed every frame: a static camera and head, as in posed-expression datasets.
-        img = render_face(ident, expression, intensity, size=48, rng=np.random.default_rng([seed, 2]), jitter=0.5)
-        frames.append(np.clip(img + noise.normal(0, 3.0, img.shape), 0, 255).astype(np.uint8))  # sensor noise
-    return frames
-
-
-def test_intensity_rule_finds_the_apex_within_one_frame() -> None:
-    cases = [(expr, apex, seed) for seed, (expr, apex) in enumerate(
-        (e, a) for e in ("happy", "sad", "anger", "fear", "disgust", "positive") for a in (3, 5, 7))]
-    errors = [abs(select_peak_index(_posed_clip(expr, apex, seed), None) - apex) for expr, apex, seed in cases]
-    assert max(errors) <= 1, f"intensity rule misses the apex by {errors}"
-
-
-def test_out_of_range_peak_index_falls_back_to_the_rule(synth_rows: list[dict], caplog: pytest.LogCaptureFixture
-                                                        ) -> None:
-    frames = [decode_image(b) for b in synth_rows[0]["frames"]]
-    with caplog.at_level(logging.WARNING, logger="classemo.augment"):
-        assert select_peak_index(frames, 99) == intensity_peak_index(frames)
-    assert "outside a clip of 9 frames" in caplog.text
-    with pytest.raises(ValueError, match="empty clip"):
-        intensity_peak_index([])
-    with pytest.raises(ValueError, match=r"\(H, W, 3\)"):
-        intensity_peak_index([np.zeros((8, 8), np.uint8)])
 
 
 @pytest.mark.parametrize(("n_real", "n_gen", "ratio", "expected"), [

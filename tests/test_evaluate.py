@@ -9,11 +9,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from classemo.checkpoint import save_model_checkpoint
 from classemo.evaluate import evaluate_dataset
 from classemo.faces import FaceSettings
 from classemo.labels import LabelSet
 from classemo.models import create_model
-from classemo.predictor import Predictor, save_model_checkpoint
+from classemo.predictor import Predictor
 
 
 def _checkpoint(directory: Path, face: FaceSettings | None) -> Path:
@@ -47,3 +48,23 @@ def test_warns_when_the_data_was_cropped_differently(tiny_dataset: Path, tmp_pat
         evaluate_dataset(str(ckpt), str(tiny_dataset), split="val", device="cpu")
     assert "face crops made differently from the model's training crops" in caplog.text
     assert "detector: 'yunet' here vs 'haar' in training" in caplog.text
+
+
+def test_batches_and_va_targets_do_not_change_the_numbers(tiny_dataset: Path, tmp_path: Path) -> None:
+    """Slices of the split give the numbers of one pass; the V/A targets are the dataset's, NaN where missing."""
+    from classemo.data.batches import clip_va, eval_frames
+    from classemo.data.format import read_split
+
+    ckpt = _checkpoint(tmp_path / "m", FaceSettings(size=32))
+    whole = evaluate_dataset(str(ckpt), str(tiny_dataset), split="val", device="cpu", batch_size=64)
+    parts = evaluate_dataset(str(ckpt), str(tiny_dataset), split="val", device="cpu", batch_size=3)
+    for k in ("accuracy", "uar", "valence_rmse", "arousal_rmse", "num_samples"):
+        assert parts[k] == pytest.approx(whole[k], nan_ok=True), k
+    table = read_split(tiny_dataset, "val")
+    predictor = Predictor.from_checkpoint(ckpt, device="cpu")
+    preds = predictor.predict([eval_frames(f, predictor.num_frames) for f in table.column("frames").to_pylist()])
+    va_true, va_pred = clip_va(table), np.array([[p.valence, p.arousal] for p in preds])
+    annotated = np.array([s == "annotated" for s in table.column("va_source").to_pylist()])
+    assert annotated.any()  # the synthetic data carries V/A
+    rmse = float(np.sqrt(np.nanmean((va_pred[annotated, 0] - va_true[annotated, 0]) ** 2)))
+    assert whole["valence_rmse"] == pytest.approx(rmse, rel=1e-4)

@@ -10,7 +10,7 @@ import pytest
 from classemo.data.format import write_dataset
 from classemo.labels import LabelSet
 from classemo.models import create_model
-from classemo.predictor import save_model_checkpoint
+from classemo.checkpoint import save_model_checkpoint
 from jobs.train import main
 from helpers import SMOKE, free_port
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from classemo.config import load_config
-from classemo.data.synth import write_synth_dataset
+from classemo.synth.clips import write_synth_dataset
 from helpers import SMOKE
 
 pytestmark = [pytest.mark.ray, pytest.mark.s3, pytest.mark.slow]
@@ -45,7 +45,7 @@ def two_nodes(s3_endpoint):
 
 
 def test_two_workers_on_two_nodes_read_the_dataset_from_s3(two_nodes, s3_bucket: str, tmp_path: Path) -> None:
-    from jobs.data import inspect_dataset
+    from classemo.data.dataset import inspect_dataset
     from jobs.train import resolve_paths, run_training
 
     root = f"s3://{s3_bucket}/tiny"

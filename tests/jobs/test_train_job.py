@@ -87,7 +87,7 @@ def test_no_worker_churn_after_the_first_epochs(ray_cluster, mlflow_uri: str, ti
 
 
 def test_a_weak_generator_is_kept_out_of_m_h(mlflow_uri: str, capsys: pytest.CaptureFixture) -> None:
-    from jobs.train import StageResult, gate_generator
+    from classemo.training.results import StageResult, gate_generator
 
     cfg = load_config(SMOKE, ["stargan.min_domain_acc=0.5", f"run.tracking_uri={mlflow_uri}"])
     client = MlflowClient(mlflow_uri)

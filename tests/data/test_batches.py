@@ -1,4 +1,4 @@
-"""The job's Ray Data pieces as plain functions: decode shapes, exact validation sharding, manifest checks."""
+"""The training decoders as plain functions: decode shapes, the decode-once cache, exact validation sharding."""
 
 from __future__ import annotations
 
@@ -8,8 +8,9 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from jobs.data import (READ_COLUMNS, AugmentClips, DatasetError, DecodeClips, DecodeFrames, DecodePeaks, KeepShard,
-                       cache_decision, decoded_bytes, inspect_dataset, shard_of)
+from classemo.data.batches import (AugmentClips, DecodeClips, DecodeFrames, DecodePeaks, KeepShard, cache_decision,
+                                   decoded_bytes, shard_of)
+from classemo.data.dataset import READ_COLUMNS, DatasetError, inspect_dataset
 
 
 @pytest.fixture(scope="module")
@@ -66,13 +67,3 @@ def test_validation_shards_cover_every_clip_exactly_once(rows) -> None:
     parts = [KeepShard(r, 3)(rows).column("clip_id").to_pylist() for r in range(3)]
     assert sorted(sum(parts, [])) == sorted(ids)
     assert list(shard_of(ids, 3)) == list(shard_of(ids, 3))  # stable, not Python's salted hash
-
-
-def test_inspect_dataset_reads_the_manifest(tiny_dataset: Path) -> None:
-    info = inspect_dataset(str(tiny_dataset))
-    assert info.manifest.counts["train"] > 0 and len(info.manifest.label_set) == 7
-
-
-def test_inspect_dataset_rejects_other_schemes() -> None:
-    with pytest.raises(DatasetError, match="unsupported dataset root"):
-        inspect_dataset("gs://bucket/x")
