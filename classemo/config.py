@@ -213,32 +213,75 @@ def _build(cls: type, data: dict[str, Any], prefix: str) -> Any:
     return cls(**kwargs)
 
 
-def _merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+def merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+    """`update` over `base`, section by section, as a new dict.
+
+    `model_kwargs` is replaced whole rather than merged: it is the kwargs of one create_model call, so a file's
+    `model_kwargs` means exactly those kwargs, not additions to the ones underneath.
+    """
     out = dict(base)
     for k, v in update.items():
         if isinstance(v, dict) and isinstance(out.get(k), dict) and k != "model_kwargs":
-            out[k] = _merge(out[k], v)
+            out[k] = merge(out[k], v)
         else:
             out[k] = v
     return out
 
 
-def parse_override(text: str) -> dict[str, Any]:
-    """`unified.epochs=3` -> `{"unified": {"epochs": 3}}`; the value is parsed as YAML (numbers, bools, lists)."""
+def set_path(data: dict[str, Any], path: str, value: Any) -> None:
+    """`data["unified"]["eta1"] = value` for the path `unified.eta1`, in place, creating missing sections.
+
+    Unlike `merge` of a parsed override, this leaves the key's siblings alone even inside `model_kwargs`, so that a
+    tuned kwarg (`unified.model_kwargs.use_netvlad`) keeps the preset's other kwargs.
+    """
+    keys = _path_keys(path)
+    for k in keys[:-1]:
+        data = data.setdefault(k, {})
+    data[keys[-1]] = value
+
+
+def _path_keys(path: str) -> list[str]:
+    return [k for k in path.strip().split(".") if k]
+
+
+def split_override(text: str) -> tuple[str, Any]:
+    """`unified.epochs=3` -> `("unified.epochs", 3)`; the value is parsed as YAML (numbers, bools, lists).
+
+    Raises:
+        ConfigError: No `=`, an empty key, or a value that is not valid YAML.
+    """
     if "=" not in text:
         raise ConfigError(f"override {text!r} is not of the form section.key=value")
     key, raw = text.split("=", 1)
-    parts = [p for p in key.strip().split(".") if p]
-    if not parts:
+    if not _path_keys(key):
         raise ConfigError(f"override {text!r} has an empty key")
     try:
         value = yaml.safe_load(raw) if raw.strip() else ""
     except yaml.YAMLError as e:
         raise ConfigError(f"override {text!r}: cannot parse the value: {e}") from None
-    out: dict[str, Any] = {parts[-1]: value}
-    for p in reversed(parts[:-1]):
-        out = {p: out}
+    return key, value
+
+
+def parse_override(text: str) -> dict[str, Any]:
+    """`unified.epochs=3` -> `{"unified": {"epochs": 3}}`, ready to `merge` into a config dict."""
+    out: dict[str, Any] = {}
+    set_path(out, *split_override(text))
     return out
+
+
+def read_yaml(path: str | Path, what: str = "config file") -> Any:
+    """The parsed file, an empty one as `{}`; `what` names the file in the errors (the tune command's differs).
+
+    Raises:
+        ConfigError: The file does not exist or is not valid YAML.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"{what} {p} does not exist")
+    try:
+        return yaml.safe_load(p.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{what} {p} is not valid YAML: {e}") from None
 
 
 def load_config(path: str | Path | None = None, overrides: Sequence[str] = (),
@@ -255,16 +298,10 @@ def load_config(path: str | Path | None = None, overrides: Sequence[str] = (),
     """
     data = (base or JobConfig()).to_dict()
     if path:
-        p = Path(path)
-        if not p.is_file():
-            raise ConfigError(f"config file {p} does not exist")
-        try:
-            loaded = yaml.safe_load(p.read_text()) or {}
-        except yaml.YAMLError as e:
-            raise ConfigError(f"config file {p} is not valid YAML: {e}") from None
+        loaded = read_yaml(path)
         if not isinstance(loaded, dict):
-            raise ConfigError(f"config file {p} must hold a mapping of sections, got {type(loaded).__name__}")
-        data = _merge(data, loaded)
+            raise ConfigError(f"config file {Path(path)} must hold a mapping of sections, got {type(loaded).__name__}")
+        data = merge(data, loaded)
     for text in overrides:
-        data = _merge(data, parse_override(text))
+        data = merge(data, parse_override(text))
     return JobConfig.from_dict(data)

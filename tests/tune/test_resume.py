@@ -14,7 +14,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from helpers import REPO, TINY_SEARCH
-from tune.tune_loss_weights import PROGRESS_FILE
+from tune.search import PROGRESS_FILE
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 

@@ -6,7 +6,7 @@ from types import SimpleNamespace
 
 from ray.tune.schedulers import TrialScheduler
 
-from tune.tune_loss_weights import _asha
+from tune.search import _asha
 
 
 def test_asha_stops_below_the_rung_but_lets_the_last_epoch_finish() -> None:

@@ -10,7 +10,9 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from helpers import TINY_SEARCH, free_port
-from tune.tune_loss_weights import SEARCH_TAG, load_tune_config, run_search
+from tune.config import load_tune_config
+from tune.report import SEARCH_TAG
+from tune.search import run_search
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 

@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 
 from helpers import TINY_SEARCH
-from tune.tune_loss_weights import SearchError, load_tune_config, run_search
+from tune.config import SearchError, load_tune_config
+from tune.search import run_search
 
 pytestmark = [pytest.mark.ray]
 

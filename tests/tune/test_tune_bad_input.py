@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from helpers import REPO
-from tune.tune_loss_weights import SearchError, load_tune_config, param_space
+from tune.config import SearchError, load_tune_config, param_space
 
 
 @pytest.mark.parametrize(("override", "message"), [
