@@ -19,6 +19,7 @@ from classemo import __version__
 from classemo.faces import FaceSettings
 from classemo.labels import LabelSet
 from classemo.models import create_model
+from classemo.models.classemo_net import SEED_KWARGS
 from classemo.preprocessing import Preprocessing
 
 MODEL_FILE = "model.pt"
@@ -95,15 +96,19 @@ def checkpoint_config(
     name = model_name or getattr(module, "model_name", None)
     if not name:
         raise CheckpointError("cannot tell the model's registry name: build it with create_model or pass model_name=")
-    kwargs = dict(model_kwargs if model_kwargs is not None else getattr(module, "model_kwargs", {}))
+    recorded = model_kwargs if model_kwargs is not None else getattr(module, "model_kwargs", {})
+    kwargs = {k: v for k, v in recorded.items() if k not in SEED_KWARGS}  # the state dict replaces starting weights
     kwargs.update(num_classes=int(module.num_classes), image_size=int(module.image_size),
                   num_frames=int(module.num_frames))
     if len(labels) != kwargs["num_classes"]:
         raise CheckpointError(
             f"{len(labels)} labels {list(labels.names)} for a model with {kwargs['num_classes']} classes"
         )
+    model: dict[str, Any] = {"name": name, "kwargs": kwargs}
+    if getattr(module, "pretrained_cfg", None):  # where training started from; rebuilding never needs it
+        model["pretrained"] = dict(module.pretrained_cfg)
     return {
-        "model": {"name": name, "kwargs": kwargs},
+        "model": model,
         "labels": labels.to_list(),
         "preprocessing": Preprocessing.for_model(module, face=face).to_dict(),
         "train_config": dict(train_config or {}),

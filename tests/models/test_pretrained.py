@@ -63,3 +63,17 @@ def test_pretrained_errors_name_the_problem(weights_file, tmp_path, monkeypatch)
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)  # no network in tests, ever
     with pytest.raises(ValueError, match="offline, pass the weights file as pretrained_file="):
         create_model("classemo_tiny", pretrained="vit_tiny_patch16_224.augreg_in21k", **VIT_TINY)
+
+
+def test_checkpoint_records_the_starting_weights_and_reloads_without_them(weights_file, tmp_path) -> None:
+    from classemo.checkpoint import save_model_checkpoint
+    from classemo.labels import LabelSet
+    from classemo.predictor import Predictor
+
+    path, _ = weights_file
+    model = create_model("classemo_tiny", num_classes=7, pretrained=NAME, pretrained_file=path, **VIT_TINY)
+    ckpt = save_model_checkpoint(model, tmp_path / "ckpt", labels=LabelSet.paper())
+    predictor = Predictor.from_checkpoint(ckpt, device="cpu", dtype="float32")
+    assert predictor.config["model"]["pretrained"]["name"] == NAME
+    assert "pretrained" not in predictor.config["model"]["kwargs"]
+    assert predictor.preprocessing.mean == pytest.approx(IMAGENET_MEAN)
