@@ -8,7 +8,7 @@ import pytest
 
 from classemo.config import ConfigError, JobConfig, load_config, parse_override
 
-CONFIGS = Path(__file__).resolve().parents[2] / "configs"
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
 
 def test_defaults_are_the_embedded_cpu_demo() -> None:

@@ -27,6 +27,7 @@ def _checkpoint(directory: Path, seed: int) -> str:
 def test_candidate_and_champion_are_scored_by_evaluate_dataset(mlflow_uri: str, tiny_dataset: Path,
                                                               tmp_path: Path) -> None:
     mlflow.set_tracking_uri(mlflow_uri)
+    mlflow.set_experiment("publish")  # not whichever experiment an earlier test in this process left active
     info = inspect_dataset(str(tiny_dataset))
     example = first_clip_frames(info, "val")
     client = MlflowClient(mlflow_uri)

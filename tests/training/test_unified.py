@@ -52,7 +52,7 @@ def test_one_step_changes_the_weights_and_returns_the_loss_parts() -> None:
     assert set(losses) == {"total", "m_h", "m_b", "m_y", "temporal", "va"}
     assert all(math.isfinite(v) for v in losses.values()), losses
     for k, v in want.items():
-        assert losses[k] == pytest.approx(float(v), rel=1e-5, abs=1e-6), k
+        assert losses[k] == pytest.approx(float(v.detach()), rel=1e-5, abs=1e-6), k
     assert losses["total"] == pytest.approx(losses["m_h"] + 0.3 * losses["m_b"] + 0.7 * losses["m_y"]
                                             + losses["temporal"] + 0.5 * losses["va"], rel=1e-5)
     changed = [k for k, v in step_model.state_dict().items() if v.is_floating_point() and not torch.equal(v, before[k])]
