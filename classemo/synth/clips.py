@@ -20,7 +20,9 @@ from classemo.synth.render import SUPERSAMPLE, Nuisance, random_background, rend
 if TYPE_CHECKING:
     from classemo.data.format import Manifest
 
-SYNTH_VERSION = "synth/2"  # 2: every clip carries a resting mood (V/A offset, arousal shown in the lids)
+# 2: every clip carries a resting mood (V/A offset, arousal shown in the lids). 3: each person shows a mix of
+# expressions (before, the identity cycle gave everyone the same two, so identity predicted the label pair).
+SYNTH_VERSION = "synth/3"
 
 
 def intensity_course(num_frames: int, peak_index: int, apex: float, width: float) -> np.ndarray:
@@ -121,8 +123,9 @@ def _synth_rows(labels: LabelSet, *, clips_per_class: int, num_frames: int, imag
     plan = [(label, j) for j in range(clips_per_class) for label in labels.names]
     for k, (label, j) in enumerate(plan):
         rng = np.random.default_rng([seed, 2, k])
-        # Cycle through identities so every subject shows every expression (given enough clips).
-        ident = idents[(j * len(labels) + labels.index(label) + j) % subjects]
+        # Each expression cycles through all identities, from its own offset: a person shows a mix of expressions
+        # (every one, given clips_per_class >= subjects), so who someone is never predicts what they show.
+        ident = idents[(j + labels.index(label) * max(1, subjects // len(labels))) % subjects]
         peak = int(rng.integers(num_frames // 3, max(num_frames // 3 + 1, (2 * num_frames) // 3 + 1)))
         peak = min(peak, num_frames - 1)
         apex = float(rng.uniform(0.6, 1.0)) if label != "neutral" else 0.0
