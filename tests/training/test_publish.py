@@ -52,4 +52,4 @@ def test_candidate_and_champion_are_scored_by_evaluate_dataset(mlflow_uri: str, 
     assert new.tags[SPLIT_TAG] == "elsewhere#val:0"
     assert promo.promoted == (second_score > first_score)
     if not promo.promoted:
-        assert promo.champion_score == pytest.approx(first_score, abs=1e-6) and promo.champion_version == "1"
+        assert promo.champion_score == pytest.approx(first_score, abs=1e-6) and str(promo.champion_version) == "1"
