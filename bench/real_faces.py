@@ -105,7 +105,7 @@ def main() -> None:
     ap.add_argument("--hog-size", type=int, default=64)
     ap.add_argument("--hog-c", type=float, default=0.01)
     ap.add_argument("overrides", nargs="*", help="job overrides for every fold, e.g. unified.epochs=20")
-    args = ap.parse_args()
+    args = ap.parse_intermixed_args()  # overrides may follow options
 
     import pyarrow as pa
 
