@@ -124,8 +124,10 @@ def unified_loss(
     """M = M_H + η1·M_B + η2·M_Y + λ_t·CE(temporal) + λ_va·L_va (docs/losses.md).
 
     Args:
-        outputs: The unified model's output dict: `logits (B, C)`, `va (B, 2)`, `vit_logits (B, T, C)`,
-            `vlad_logits (B, T, C)` or None (NetVLAD off).
+        outputs: A clip model's output dict (classemo.models.base): `logits (B, C)`, `va (B, 2)`,
+            `frame_logits (B, T, C)`, and the paper's auxiliary heads `vit_logits (B, T, C)` and `vlad_logits
+            (B, T, C)`, each absent or None for a model without it (NetVLAD off, or a comparison model): its term
+            is then 0.
         targets: The batch: `label (B,)` int64, optional `va (B, 2)` with NaN for missing values, optional
             `mask (B, T)` bool with True for real frames (padding is left out of the per-frame losses).
         eta1: Weight η1 of M_B, the ViT head's per-frame CE.
@@ -148,9 +150,9 @@ def unified_loss(
     # Shape checks only (no value checks): reading values would force a GPU sync every step.
     if label.shape != logits.shape[:1]:
         raise ValueError(f"targets['label'] must have shape ({logits.shape[0]},), got {tuple(label.shape)}")
-    if mask is not None and mask.shape != outputs["vit_logits"].shape[:2]:
-        raise ValueError(f"targets['mask'] must have shape {tuple(outputs['vit_logits'].shape[:2])} (B, T), "
-                         f"got {tuple(mask.shape)}")
+    frames = outputs["frame_logits"].shape[:2]
+    if mask is not None and mask.shape != frames:
+        raise ValueError(f"targets['mask'] must have shape {tuple(frames)} (B, T), got {tuple(mask.shape)}")
     if class_weights is not None:
         class_weights = class_weights.to(device=logits.device, dtype=logits.dtype)
     zero = logits.sum() * 0.0
@@ -162,7 +164,8 @@ def unified_loss(
         m_h = F.cross_entropy(peak_logits, peak_targets.long(), **ce)
     else:
         m_h = zero
-    m_b = _frame_ce(outputs["vit_logits"], label, mask, class_weights, label_smoothing)
+    vit = outputs.get("vit_logits")
+    m_b = _frame_ce(vit, label, mask, class_weights, label_smoothing) if vit is not None else zero
     vlad = outputs.get("vlad_logits")
     m_y = _frame_ce(vlad, label, mask, class_weights, label_smoothing) if vlad is not None else zero
     temporal = F.cross_entropy(logits, label, **ce)

@@ -15,19 +15,21 @@ from einops import rearrange
 from torch import nn
 
 from classemo.models.attention import TransformerBlock
+from classemo.models.base import ClipModel, preset
 from classemo.models.netvlad import NetVLAD
 from classemo.models.non_local import NonLocalBlock
 from classemo.models.registry import register_model
 from classemo.models.residual_attention import ResidualAttention
 from classemo.models.temporal import TemporalEncoder, masked_mean
 from classemo.models.vit import ViTBackbone
-from classemo.preprocessing import DEFAULT_MEAN, DEFAULT_STD
 
 SEED_KWARGS = ("vit_weights", "pretrained", "pretrained_file")  # kwargs that only choose the starting weights
 
 
-class ClassEmoNet(nn.Module):
+class ClassEmoNet(ClipModel):
     """Unified network: ViT + residual attention + non-local + MHSA/FFN fusion + NetVLAD, then temporal encoder."""
+
+    frame_outputs = ("features", "vit_logits", "vlad_logits")
 
     def __init__(
         self,
@@ -89,15 +91,7 @@ class ClassEmoNet(nn.Module):
             pretrained_file: local weights file for `pretrained`, for machines without internet.
             stem: ViT patch embedding, "patch" (patchify) or "conv" (convolutional stem; see models/vit.py).
         """
-        super().__init__()
-        if num_classes < 1:
-            raise ValueError(f"num_classes must be at least 1, got {num_classes}")
-        if num_frames < 1:
-            raise ValueError(f"num_frames must be at least 1, got {num_frames}")
-        self.num_classes = num_classes
-        self.image_size = image_size
-        self.num_frames = num_frames
-        self.embed_dim = embed_dim
+        super().__init__(num_classes=num_classes, image_size=image_size, num_frames=num_frames, embed_dim=embed_dim)
         self.use_netvlad = use_netvlad
         self.use_residual_attention = use_residual_attention
         self.use_non_local = use_non_local
@@ -110,11 +104,8 @@ class ClassEmoNet(nn.Module):
         # Pretrained weights expect the normalisation they were trained with; it travels in the checkpoint.
         self.pretrained_cfg = self.backbone.pretrained_cfg  # None for random init
         source = self.pretrained_cfg or {}
-        self.default_cfg: dict[str, Any] = {
-            "image_size": image_size, "num_frames": num_frames,
-            "mean": tuple(mean or source.get("mean") or DEFAULT_MEAN),
-            "std": tuple(std or source.get("std") or DEFAULT_STD),
-        }
+        self.default_cfg.update(mean=tuple(mean or source.get("mean") or self.default_cfg["mean"]),
+                                std=tuple(std or source.get("std") or self.default_cfg["std"]))
         self.residual_attention = (
             ResidualAttention(embed_dim, depth=residual_attention_depth) if use_residual_attention else None
         )
@@ -198,8 +189,7 @@ class ClassEmoNet(nn.Module):
         Returns:
             `logits` (B, C), `va` (B, 2) in [-1, 1], `frame_logits` (B, T, C), `frame_va` (B, T, 2).
         """
-        if features.ndim != 3 or features.shape[-1] != self.embed_dim:
-            raise ValueError(f"features must have shape (B, T, {self.embed_dim}), got {tuple(features.shape)}")
+        self._check_features(features)
         mask = self._check_mask(mask, features.shape[:2], features.device)
         frame_out, pooled = self._encode(features, mask)
         return {
@@ -215,32 +205,7 @@ class ClassEmoNet(nn.Module):
             return self.temporal(features, mask)
         return features, masked_mean(features, mask)
 
-    # ---- the whole clip -----------------------------------------------------------------------------------------
-
-    def _spatial_clips(self, frames: torch.Tensor, mask: torch.Tensor) -> dict[str, torch.Tensor | None]:
-        """Run the spatial stream on real frames only, scattering results to (B, T, ...) with zeros at padding.
-
-        Skipping padded frames saves compute and keeps them out of BatchNorm statistics, so padding cannot change
-        any output even in training mode.
-        """
-        batch, num_frames = mask.shape
-        flat = rearrange(frames, "b t c h w -> (b t) c h w")
-        index = mask.reshape(-1).nonzero().squeeze(1)  # positions of real frames in (B * T)
-        spatial = self.forward_spatial(flat[index])
-        out: dict[str, torch.Tensor | None] = {}
-        for key in ("features", "vit_logits", "vlad_logits"):
-            value = spatial[key]
-            if value is None:
-                out[key] = None
-                continue
-            full = value.new_zeros(batch * num_frames, value.shape[-1]).index_copy(0, index, value)
-            out[key] = rearrange(full, "(b t) d -> b t d", b=batch)
-        return out
-
-    def forward_features(self, frames: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-        """Per-frame features lambda (B, T, D) of clips (B, T, 3, S, S); zeros at padded frames."""
-        mask = self._check_frames(frames, mask)
-        return self._spatial_clips(frames, mask)["features"]
+    # ---- the whole clip: `forward` and `forward_features` come from ClipModel ------------------------------
 
     def forward_head(
         self, features: torch.Tensor, mask: torch.Tensor | None = None, pre_logits: bool = False
@@ -249,24 +214,6 @@ class ClassEmoNet(nn.Module):
         mask = self._check_mask(mask, features.shape[:2], features.device)
         _, pooled = self._encode(features, mask)
         return pooled if pre_logits else self.head(self.head_drop(pooled))
-
-    def forward(self, frames: torch.Tensor, mask: torch.Tensor | None = None) -> dict[str, torch.Tensor | None]:
-        """Full model on a batch of clips.
-
-        Args:
-            frames: (B, T, 3, S, S) normalised face crops, padded to a common T.
-            mask: (B, T) bool, True = real frame (None: all real). Every clip needs at least one real frame.
-
-        Returns:
-            `logits` (B, C), `va` (B, 2), `frame_logits` (B, T, C), `frame_va` (B, T, 2), `vit_logits` (B, T, C),
-            `vlad_logits` (B, T, C) or None, `features` (B, T, D). Per-frame entries at padded frames are not
-            meaningful; losses must mask them.
-        """
-        mask = self._check_frames(frames, mask)
-        spatial = self._spatial_clips(frames, mask)
-        out: dict[str, torch.Tensor | None] = dict(self.forward_temporal(spatial["features"], mask))
-        out.update(spatial)
-        return out
 
     def reset_classifier(self, num_classes: int) -> None:
         """Replace every class head (ViT, NetVLAD, peak, clip/frame) for a new label set; V/A head is kept."""
@@ -277,45 +224,10 @@ class ClassEmoNet(nn.Module):
         self.peak_head = nn.Linear(self.embed_dim, num_classes)
         self.head = nn.Linear(self.embed_dim, num_classes)
 
-    # ---- input checks: a clear message instead of a shape error deep inside a conv ----------------------------
-
-    def _check_images(self, images: torch.Tensor) -> None:
-        """Raise ValueError unless images is a float (N, 3, S, S) batch with N >= 1."""
-        expected = (3, self.image_size, self.image_size)
-        if images.ndim != 4 or tuple(images.shape[1:]) != expected or images.shape[0] == 0:
-            raise ValueError(f"images must have shape (N>=1, {', '.join(map(str, expected))}), "
-                             f"got {tuple(images.shape)}")
-        if not images.is_floating_point():
-            raise ValueError(f"images must be a normalised float tensor, got dtype {images.dtype}")
-
-    def _check_mask(self, mask: torch.Tensor | None, shape: torch.Size, device: torch.device) -> torch.Tensor:
-        """Return a (B, T) bool mask (all True if None); raise ValueError on bad shape or a clip with no frame."""
-        if mask is None:
-            return torch.ones(tuple(shape), dtype=torch.bool, device=device)
-        if tuple(mask.shape) != tuple(shape):
-            raise ValueError(f"mask must have shape {tuple(shape)} (B, T), got {tuple(mask.shape)}")
-        if mask.dtype != torch.bool:
-            raise ValueError(f"mask must be a bool tensor (True = real frame), got dtype {mask.dtype}")
-        empty = (~mask.any(dim=1)).nonzero().flatten().tolist()
-        if empty:
-            raise ValueError(f"clips {empty} have no real frame (mask all False)")
-        return mask
-
-    def _check_frames(self, frames: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
-        """Validate clips (B, T, 3, S, S) and return the checked mask."""
-        expected = (3, self.image_size, self.image_size)
-        if frames.ndim != 5 or tuple(frames.shape[2:]) != expected or 0 in frames.shape[:2]:
-            raise ValueError(f"frames must have shape (B, T, {', '.join(map(str, expected))}), "
-                             f"got {tuple(frames.shape)}")
-        if not frames.is_floating_point():
-            raise ValueError(f"frames must be a normalised float tensor, got dtype {frames.dtype}")
-        return self._check_mask(mask, frames.shape[:2], frames.device)
-
 
 def _create(name: str, model_args: dict[str, Any], kwargs: dict[str, Any]) -> ClassEmoNet:
     """Build a preset as `ClassEmoNet(**dict(model_args, **kwargs))`, remembering how to rebuild it."""
-    model = ClassEmoNet(**dict(model_args, **kwargs))
-    model.model_name = name
+    model = preset(ClassEmoNet, name, model_args, kwargs)
     # Pretrained weights only seed training; the trained state dict replaces them, so rebuilding a checkpoint never
     # needs them (nor a download). Where they came from is recorded apart, in `pretrained_cfg`.
     model.model_kwargs = {k: v for k, v in kwargs.items() if k not in SEED_KWARGS}

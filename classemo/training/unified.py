@@ -17,9 +17,11 @@ from classemo.losses.unified import UnifiedLoss
 from classemo.metrics import VA_SOURCES, MetricAccumulator
 
 
-
 class UnifiedStep(nn.Module):
-    """Clip forward plus peak-frame forward (the M_H input) in one `forward`, so DDP sees a single forward pass."""
+    """Clip forward plus peak-frame forward (the M_H input) in one `forward`, so DDP sees a single forward pass.
+
+    A model without `forward_peak` (the comparison models) gets no M_H term: its peak frames are not run.
+    """
 
     def __init__(self, model: nn.Module) -> None:
         super().__init__()
@@ -27,7 +29,8 @@ class UnifiedStep(nn.Module):
 
     def forward(self, frames: Tensor, mask: Tensor, peaks: Tensor | None = None) -> dict[str, Any]:
         out = dict(self.model(frames, mask))  # frames (B, T, 3, S, S), mask (B, T)
-        out["peak_logits"] = self.model.forward_peak(peaks) if peaks is not None else None  # (N, C)
+        forward_peak = getattr(self.model, "forward_peak", None)
+        out["peak_logits"] = forward_peak(peaks) if peaks is not None and forward_peak else None  # (N, C)
         return out
 
 

@@ -26,6 +26,7 @@ def _outputs(seed: int = 0, vlad: bool = True) -> dict[str, torch.Tensor | None]
     return {
         "logits": torch.randn(B, C, generator=g).requires_grad_(),
         "va": torch.rand(B, 2, generator=g).mul(2).sub(1).requires_grad_(),
+        "frame_logits": torch.randn(B, T, C, generator=g).requires_grad_(),
         "vit_logits": torch.randn(B, T, C, generator=g).requires_grad_(),
         "vlad_logits": torch.randn(B, T, C, generator=g).requires_grad_() if vlad else None,
     }
@@ -193,3 +194,16 @@ def test_unified_loss_module_matches_function() -> None:
     assert "eta1=0.5" in repr(module)
     with pytest.raises(ValueError, match="va_loss"):
         UnifiedLoss(va_loss="l1")  # type: ignore[arg-type]
+
+
+def test_a_model_without_the_papers_auxiliary_heads_gets_zero_for_their_terms() -> None:
+    """The comparison models (CNN-GRU, LBVCNN, ConvLSTM, FAN) return no vit/vlad logits and have no M_H input."""
+    out = _outputs()
+    del out["vit_logits"]
+    out["vlad_logits"] = None
+    losses = unified_loss(out, _targets(), **WEIGHTS)
+    assert losses["m_b"].item() == 0.0 and losses["m_y"].item() == 0.0 and losses["m_h"].item() == 0.0
+    expected = WEIGHTS["lambda_t"] * losses["temporal"] + WEIGHTS["lambda_va"] * losses["va"]
+    torch.testing.assert_close(losses["total"], expected)
+    losses["total"].backward()
+    assert out["logits"].grad is not None and out["logits"].grad.abs().sum() > 0
