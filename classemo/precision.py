@@ -18,7 +18,8 @@ from typing import Any
 import torch
 from torch import nn
 
-# Sub-modules that only the temporal part uses; they stay float32 when the spatial stream runs in bf16.
+# Sub-modules that only the temporal part uses; they stay float32 when the spatial stream runs in bf16. A model
+# names its own in `float32_modules` (classemo.models.base.ClipModel); these are the default.
 FLOAT32_MODULES: tuple[str, ...] = ("temporal", "head", "va_head")
 DTYPE_NAMES: dict[str, torch.dtype] = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16,
                                        "bf16": torch.bfloat16, "float16": torch.float16, "fp16": torch.float16}
@@ -115,7 +116,8 @@ def inference_dtype(dtype: torch.dtype | str, device: torch.device, model: nn.Mo
 
 
 def cast_for_inference(model: nn.Module, device: torch.device, dtype: torch.dtype) -> nn.Module:
-    """`model` in eval mode on `device`, its spatial stream in `dtype` and `FLOAT32_MODULES` in float32.
+    """`model` in eval mode on `device`, its spatial stream in `dtype` and its temporal part (`model.float32_modules`,
+    else `FLOAT32_MODULES`) in float32.
 
     Casting is in place, so a model whose dtype changes is copied first: a caller's (e.g. training) model is never
     modified.
@@ -123,7 +125,7 @@ def cast_for_inference(model: nn.Module, device: torch.device, dtype: torch.dtyp
     if next(model.parameters()).dtype != dtype:
         model = copy.deepcopy(model)
     model = model.to(device=device, dtype=dtype).eval()
-    for name in FLOAT32_MODULES:
+    for name in getattr(model, "float32_modules", FLOAT32_MODULES):
         if (sub := getattr(model, name, None)) is not None:
             sub.float()
     return model

@@ -14,7 +14,8 @@ once and its overlapping windows only rerun the cheap temporal part (`Predictor.
 
 Optional extras: `forward_peak(images)` (per-frame logits for the paper's M_H term on peak frames; without it M_H
 is 0) and the paper's auxiliary per-frame heads (`vit_logits`, `vlad_logits`) listed in `frame_outputs`.
-Attributes: `num_classes`, `image_size`, `num_frames`, `embed_dim` (= D), `default_cfg` (image_size, num_frames,
+Attributes: `float32_modules` (the sub-modules `forward_temporal` uses, kept float32 by a bf16 `Predictor`),
+`num_classes`, `image_size`, `num_frames`, `embed_dim` (= D), `default_cfg` (image_size, num_frames,
 mean, std: the timm convention that `Preprocessing.for_model` reads), `pretrained_cfg` (None unless the model started
 from pretrained weights), and `model_name` / `model_kwargs`, set by `preset` so that a checkpoint can rebuild it.
 """
@@ -36,6 +37,8 @@ class ClipModel(nn.Module):
     """Base class: input checks, the spatial -> temporal `forward`, and the attributes of the contract above."""
 
     frame_outputs: tuple[str, ...] = ("features",)  # spatial outputs that `forward` returns per frame (B, T, ...)
+    # Sub-modules that `forward_temporal` uses: Predictor keeps them in float32 when the spatial part runs in bf16.
+    float32_modules: tuple[str, ...] = ("temporal", "head", "va_head")
     pretrained_cfg: dict[str, Any] | None = None
 
     def __init__(self, *, num_classes: int, image_size: int, num_frames: int, embed_dim: int,
