@@ -2,7 +2,8 @@
 
 Launch with `serve run serve/config.yaml` (or `serve deploy serve/config.yaml` to a running cluster); the
 `args:` block is validated by `ServeArgs`. This module only binds the two deployments: `serve.gateway.APIGateway`
-(HTTP, input checks, video jobs) in front of `serve.model.ClassEmoModel` (one `Predictor`, batched, autoscaled).
+(HTTP, API keys, input checks, durable video jobs) in front of `serve.model.ClassEmoModel` (one `Predictor`,
+batched, autoscaled).
 """
 
 from ray import serve
@@ -38,12 +39,15 @@ def build_app(args: ServeArgs) -> serve.Application:
         health_check_timeout_s=args.health_check_timeout_s,
         ray_actor_options={"num_cpus": args.model_num_cpus, "num_gpus": args.model_num_gpus},
     ).bind(device=args.device, dtype=args.dtype, torch_threads=args.torch_threads, debug=args.debug_enabled())
-    # The ingress does little CPU work per request; it sheds load itself when its own queue is full.
+    # The ingress does little CPU work per request; it sheds load itself when its own queue is full. It holds no
+    # state (video jobs live in their store, run by detached actors), so a replaced replica loses nothing.
     gateway = APIGateway.options(
         ray_actor_options={"num_cpus": 0.25},
         max_ongoing_requests=max(64, 4 * args.max_ongoing_requests),
         max_queued_requests=args.max_queued_requests,
         backpressure_config={"status_code": 503, "retry_after_s": args.retry_after_s},
+        health_check_period_s=args.health_check_period_s,
+        health_check_timeout_s=args.health_check_timeout_s,
     )
     # The ingress does not get the model's user_config fields, so a model switch never restarts it.
     return gateway.bind(model, args.model_dump(exclude=set(args.model_user_config())))

@@ -1,8 +1,9 @@
 """The HTTP front of the classemo Serve application: the FastAPI app, its body limit, and the APIGateway ingress.
 
-All input checks happen here, before the model deployment (`serve.model.ClassEmoModel`) sees a frame: base64 and
-image decoding (the same decode as training), image sizes, clip counts and body sizes. Load shedding and a replica
-being replaced come back as 503 with Retry-After.
+All input checks happen here, before the model deployment (`serve.model.ClassEmoModel`) sees a frame: API keys
+(`serve.auth`), base64 and image decoding (the same decode as training), image sizes, clip counts and body sizes.
+Load shedding and a replica being replaced come back as 503 with Retry-After. Long videos become durable jobs
+(`serve.jobs`): their state lives in a store, not in this replica, so any replica answers for them.
 """
 
 import asyncio
@@ -12,19 +13,20 @@ import logging
 import tempfile
 import time
 import uuid
-from collections import OrderedDict
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, TypeVar
 
 import numpy as np
 from fastapi import FastAPI, File, HTTPException, Query, UploadFile
-from fastapi.responses import JSONResponse
+from fastapi.responses import HTMLResponse, JSONResponse
 from ray import serve
 from ray.exceptions import RayActorError
 from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError
 from ray.serve.handle import DeploymentHandle
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from serve.auth import KEYS_ENV, ApiKeyAuth, document_bearer, load_key_digests
+from serve.jobs import JobNotFound, JobRecord, VideoJobs, now, pinned_model_uri
 from serve.schemas import (
     BatchStats,
     ClipIn,
@@ -39,10 +41,12 @@ from serve.schemas import (
     VideoJob,
 )
 
-log = logging.getLogger("classemo.serve")
+log = logging.getLogger("ray.serve")  # Serve's logger: the replica logs, with the replica's id
 
 VIDEO_PATH = "/v1/videos"
 ERRORS: dict[int | str, dict[str, Any]] = {code: {"model": ErrorOut} for code in (413, 415, 422, 503)}
+NOT_FOUND: dict[int | str, dict[str, Any]] = {code: {"model": ErrorOut} for code in (404, 503)}
+T = TypeVar("T")
 
 
 class BodyLimit:
@@ -87,6 +91,8 @@ app = FastAPI(title="classemo", version="1.0",
               description="Classroom emotion recognition: clip classification with valence/arousal, and classroom "
                           "video analytics. See docs/serving.md.")
 app.add_middleware(BodyLimit)
+app.add_middleware(ApiKeyAuth)  # added last = outermost: a request without a key is refused before its body is read
+document_bearer(app)
 
 
 def _decode_frame(text: str, where: str, args: ServeArgs) -> np.ndarray:
@@ -123,10 +129,11 @@ def _unavailable(e: Exception) -> HTTPException:
 @serve.deployment(name="APIGateway")
 @serve.ingress(app)
 class APIGateway:
-    """HTTP front: validates and decodes input, fans clips out to the model deployment, runs video jobs."""
+    """HTTP front: checks keys, validates and decodes input, fans clips out to the model deployment, submits video
+    jobs."""
 
     def __init__(self, model: DeploymentHandle, args: dict[str, Any]) -> None:
-        """Keep the model handle and the launch args (limits, debug flag).
+        """Keep the model handle and the launch args, load the API keys, and resume the store's unfinished jobs.
 
         Args:
             model: Handle of the `ClassEmoModel` deployment.
@@ -135,10 +142,37 @@ class APIGateway:
         self._model = model
         self._args = ServeArgs.model_validate(args)
         self._debug = self._args.debug_enabled()
-        self._jobs: OrderedDict[str, VideoJob] = OrderedDict()
+        self._jobs = VideoJobs(self._args)
         app.state.max_body_bytes = self._args.max_body_bytes
         app.state.max_video_bytes = self._args.max_video_bytes
         app.state.retry_after_s = self._args.retry_after_s
+        app.state.api_key_digests = load_key_digests(self._args.api_keys_file)
+        if app.state.api_key_digests:
+            log.info("API keys on: %d key(s); every route but /healthz and the docs needs 'Authorization: Bearer'",
+                     len(app.state.api_key_digests))
+        else:
+            log.warning("NO API KEYS: the classemo API is unauthenticated; anyone who can reach it can use it. Set "
+                        "%s (comma-separated) or api_keys_file before exposing it beyond 127.0.0.1.", KEYS_ENV)
+        # The constructor runs on the replica's event loop; resuming reads the store, so it goes to a thread.
+        self._resumed = asyncio.get_running_loop().create_task(self._resume())
+
+    async def _resume(self) -> None:
+        try:
+            if found := await asyncio.to_thread(self._jobs.resume):
+                log.info("resumed %d unfinished video job(s) from %s", found, self._jobs.store.uri)
+        except Exception:  # noqa: BLE001 - polling resumes each job too; a bad store must not stop the replica
+            log.exception("could not resume the video jobs of %s", self._jobs.store.uri)
+
+    async def _in_store(self, fn: Callable[..., T], *args: Any) -> T:
+        """A blocking job-store call, in a thread: 404 for an unknown job, 503 while the store cannot be reached."""
+        try:
+            return await asyncio.to_thread(fn, *args)
+        except JobNotFound as e:
+            raise HTTPException(404, str(e)) from None
+        except OSError as e:
+            retry = str(max(1, round(self._args.retry_after_s)))
+            raise HTTPException(503, f"the video job store is unavailable ({type(e).__name__}); retry later",
+                                headers={"Retry-After": retry}) from None
 
     async def _call(self, method: str, *args: Any) -> Any:
         try:
@@ -188,23 +222,11 @@ class APIGateway:
         """Batch sizes recorded by the model replica that answers (one replica per call)."""
         return BatchStats(**await self._call("stats"))
 
-    @app.get("/healthz", response_model=Health, responses=ERRORS)
+    @app.get("/healthz", response_model=Health, responses={503: {"model": ErrorOut}})
     async def healthz(self) -> Health:
         """200 when a model replica answers with a loaded model."""
         info = await self._call("info")
         return Health(status="ok", model=info.get("source"))
-
-    async def _run_job(self, job: VideoJob, data: bytes, suffix: str, fps: float) -> None:
-        """Background video job: every outcome, including an unexpected error, ends up in the job for polling."""
-        job.status = "running"
-        try:
-            job.result = await self._call("analyze_video", data, suffix, fps)
-            job.status = "done"
-        except HTTPException as e:
-            job.status, job.error = "failed", str(e.detail)
-        except Exception as e:  # noqa: BLE001 - nobody awaits this task; the poller must learn what went wrong
-            log.exception("video job %s failed", job.job_id)
-            job.status, job.error = "failed", f"{type(e).__name__}: {e}"
 
     @app.post(VIDEO_PATH, response_model=VideoJob, responses=ERRORS)
     async def upload_video(self, file: UploadFile = File(..., description="A video (any format OpenCV reads) or "
@@ -229,28 +251,32 @@ class APIGateway:
                 # VideoError names the temporary path, which means nothing to the client: name its file instead.
                 reason = str(e).replace(f"{path}: ", "").replace(str(path), "upload")
                 raise HTTPException(415, f"unsupported video {file.filename!r}: {reason}") from None
-        job = VideoJob(job_id=uuid.uuid4().hex, status="pending", duration_s=info.duration_s)
         rate = fps or self._args.video_fps
         if info.duration_s <= self._args.inline_video_max_s:
             try:
-                job.result = await self._call("analyze_video", data, suffix, rate)
+                result = await self._call("analyze_video", data, suffix, rate)
             except ValueError as e:  # VideoError or an invalid setting, raised by the pipeline in the replica
                 raise HTTPException(422, f"cannot analyse {file.filename!r}: {e}") from None
-            job.status = "done"
-            return JSONResponse(job.model_dump(), 200)
-        self._jobs[job.job_id] = job
-        while len(self._jobs) > self._args.max_video_jobs:
-            self._jobs.popitem(last=False)
-        asyncio.get_running_loop().create_task(self._run_job(job, data, suffix, rate))
-        return JSONResponse(job.model_dump(), 202)
+            at = now()
+            job = VideoJob(job_id=uuid.uuid4().hex, status="done", duration_s=info.duration_s, created_at=at,
+                           updated_at=at, attempts=1, result=result)
+            return JSONResponse(job.model_dump(mode="json"), 200)
+        # The job runs the model the deployment serves now, pinned to its version, with the deployment's settings.
+        model_uri = pinned_model_uri(await self._call("info"))
+        record = JobRecord(job_id=uuid.uuid4().hex, status="pending", duration_s=info.duration_s, created_at=now(),
+                           suffix=suffix, fps=rate, model_uri=model_uri)
+        await self._in_store(self._jobs.submit, record, data)
+        return JSONResponse(record.public().model_dump(mode="json"), 202)
 
-    @app.get(VIDEO_PATH + "/{job_id}", response_model=VideoJob, responses={404: {"model": ErrorOut}})
+    @app.get(VIDEO_PATH + "/{job_id}", response_model=VideoJob, responses=NOT_FOUND)
     async def video_job(self, job_id: str) -> VideoJob:
-        """Poll a video job started by POST /v1/videos."""
-        if job_id not in self._jobs:
-            raise HTTPException(404, f"no video job {job_id!r} (unknown, or expired after "
-                                     f"{self._args.max_video_jobs} newer jobs)")
-        return self._jobs[job_id]
+        """Poll a video job started by POST /v1/videos (from any ingress replica, and across restarts)."""
+        return (await self._in_store(self._jobs.poll, job_id)).public()
+
+    @app.get(VIDEO_PATH + "/{job_id}/report", response_class=HTMLResponse, responses=NOT_FOUND)
+    async def video_report(self, job_id: str) -> HTMLResponse:
+        """The HTML report of a done video job (404 until it is done)."""
+        return HTMLResponse(await self._in_store(self._jobs.report, job_id))
 
     @app.post("/debug/crash", include_in_schema=False)
     async def crash(self) -> dict[str, str]:

@@ -20,13 +20,39 @@ from ray import serve
 
 from serve.schemas import ModelUserConfig
 
-log = logging.getLogger("classemo.serve")
+log = logging.getLogger("ray.serve")  # Serve's logger: the replica logs, with the replica's id
 
 
 def _provenance(predictor: Any) -> dict[str, str | None]:
     """Where the served model came from (`Predictor.info`), as strings for JSON."""
     keys = ("source", "registered_model", "version", "alias", "run_id")
     return {k: None if predictor.info.get(k) is None else str(predictor.info[k]) for k in keys}
+
+
+def analyze_upload(predictor: Any, path: Path, *, fps: float, out_dir: Path) -> tuple[dict[str, Any], Path]:
+    """Analyse an uploaded video with `classemo.video.pipeline.analyze_video`: the one video path of the model
+    replicas (inline videos) and of the video job runners (`serve.jobs`).
+
+    Args:
+        predictor: The loaded `Predictor`.
+        path: The upload on local disk; its file name (not its folder) is what the client sees.
+        fps: Analysis frame rate.
+        out_dir: Folder for the pipeline's outputs.
+
+    Returns:
+        `{"summary", "timeline"}` (summary.json, with the per-person tracks, and the timeline rows) and the path of
+        the HTML report.
+
+    Raises:
+        ValueError: `VideoError` for an undecodable video, or an invalid setting.
+    """
+    from classemo.video.pipeline import analyze_video
+
+    result = analyze_video(path, predictor, out_dir=out_dir, fps=fps, progress=False)
+    summary = json.loads(result.summary_path.read_text())
+    summary.get("video", {})["path"] = path.name  # a server-side temp path means nothing to the client
+    timeline = json.loads(result.timeline.to_json(orient="records"))
+    return {"summary": summary, "timeline": timeline}, result.report_path
 
 
 @serve.deployment(name="ClassEmoModel")
@@ -146,16 +172,11 @@ class ClassEmoModel:
         return await asyncio.to_thread(self._analyze_video, data, suffix, fps)
 
     def _analyze_video(self, data: bytes, suffix: str, fps: float) -> dict[str, Any]:
-        from classemo.video.pipeline import analyze_video
-
         with tempfile.TemporaryDirectory(prefix="classemo-video-") as tmp:
             path = Path(tmp) / f"upload{suffix}"
             path.write_bytes(data)
-            result = analyze_video(path, self._predictor, out_dir=Path(tmp) / "out", fps=fps, progress=False)
-            summary = json.loads(result.summary_path.read_text())
-            summary.get("video", {})["path"] = f"upload{suffix}"  # the temp path means nothing to the client
-            timeline = json.loads(result.timeline.to_json(orient="records"))
-        return {"summary": summary, "timeline": timeline}
+            result, _ = analyze_upload(self._predictor, path, fps=fps, out_dir=Path(tmp) / "out")
+        return result
 
     def crash(self) -> None:
         """Kill this replica's process (debug only): Serve must notice and replace it."""

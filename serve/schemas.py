@@ -7,11 +7,13 @@ a typo in the config fails at `serve run` / `serve deploy` time, not on the firs
 from __future__ import annotations
 
 import os
+from datetime import datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 DEBUG_ENV = "CLASSEMO_SERVE_DEBUG"  # "1" turns the debug routes on without editing the config
+
 
 class ServeArgs(BaseModel):
     """Launch arguments of the classemo application (the `args:` block of serve/config.yaml)."""
@@ -49,7 +51,14 @@ class ServeArgs(BaseModel):
     # Videos: short ones are answered inline, longer ones become a polled job.
     inline_video_max_s: float = Field(15.0, ge=0, description="Videos up to this long are analysed inline")
     video_fps: float = Field(5.0, gt=0, description="Analysis frame rate of uploaded videos")
-    max_video_jobs: int = Field(64, ge=1, description="Finished video jobs kept for polling")
+    # Video jobs live in a store outside the ingress (upload, job.json, report.html per job): see serve/jobs.py.
+    video_jobs_uri: str = Field("~/.cache/classemo/serve-jobs",
+                                description="Job store: a local folder (every ingress replica must see the same "
+                                            "one) or s3://bucket/prefix (endpoint from AWS_ENDPOINT_URL[_S3])")
+    video_job_ttl_s: float = Field(86400.0, gt=0, description="A finished job is removed this long after it ended")
+    max_video_jobs: int = Field(64, ge=1, description="Finished jobs kept at most; the oldest are removed first")
+    # API keys: also CLASSEMO_API_KEYS (comma-separated) in the ingress's environment. None at all = open API.
+    api_keys_file: str | None = Field(None, description="File of API keys, one per line, '#' starts a comment")
     debug_routes: bool = Field(False, description="Expose POST /debug/crash (tests only); or CLASSEMO_SERVE_DEBUG=1")
 
     @model_validator(mode="after")
@@ -58,6 +67,9 @@ class ServeArgs(BaseModel):
             raise ValueError(f"max_replicas={self.max_replicas} is below min_replicas={self.min_replicas}")
         if self.max_image_side < self.min_image_side:
             raise ValueError(f"max_image_side={self.max_image_side} is below min_image_side={self.min_image_side}")
+        scheme = self.video_jobs_uri.split("://")[0] if "://" in self.video_jobs_uri else "file"
+        if scheme not in ("file", "s3"):
+            raise ValueError(f"video_jobs_uri must be a local folder or s3://bucket/prefix, not {scheme}://")
         return self
 
     def debug_enabled(self) -> bool:
@@ -173,6 +185,10 @@ class VideoJob(BaseModel):
     job_id: str
     status: Literal["pending", "running", "done", "failed"]
     duration_s: float
+    created_at: datetime | None = Field(None, description="When the upload was accepted (UTC)")
+    updated_at: datetime | None = Field(None, description="Last status change (UTC); expiry counts from here")
+    attempts: int = Field(0, description="Analysis runs started; a run lost with its worker is started again")
+    report: str | None = Field(None, description="Path of the HTML report (GET it) once the job is done")
     error: str | None = None
     result: dict[str, Any] | None = Field(None, description="summary, per-person tracks and timeline rows")
 

@@ -70,13 +70,20 @@ def checkpoints(tmp_path_factory) -> tuple[Path, Path]:
     return _checkpoint(root / "a", 0), _checkpoint(root / "b", 1)
 
 
-def _args(model_uri: Path) -> dict:
+@pytest.fixture(scope="module")
+def jobs_dir(tmp_path_factory) -> Path:
+    """The video job store of this module's app (the default would be under the home directory)."""
+    return tmp_path_factory.mktemp("video-jobs")
+
+
+def _args(model_uri: Path, jobs_dir: Path) -> dict:
     return dict(model_uri=str(model_uri), max_batch_size=8, batch_wait_timeout_s=0.05, min_replicas=1,
                 max_replicas=2, target_ongoing_requests=2, upscale_delay_s=0.5, downscale_delay_s=2.0,
                 look_back_period_s=1.0, max_ongoing_requests=8, max_queued_requests=64, torch_threads=1,
                 model_num_cpus=1, health_check_period_s=1.0, health_check_timeout_s=5.0,
                 max_body_bytes=1_000_000, max_video_bytes=5_000_000, max_clips_per_request=4,
-                inline_video_max_s=1.0, video_fps=4.0, debug_routes=True, dtype="float32")
+                inline_video_max_s=1.0, video_fps=4.0, debug_routes=True, dtype="float32",
+                video_jobs_uri=str(jobs_dir))
 
 
 def _deploy(args: dict, model_uri: Path | None = None) -> None:
@@ -114,13 +121,13 @@ def repo_on_path():
 
 
 @pytest.fixture(scope="module")
-def server(repo_on_path, ray_cluster, checkpoints) -> str:
+def server(repo_on_path, ray_cluster, checkpoints, jobs_dir) -> str:
     from helpers import free_port
     from ray import serve
 
     port = free_port()
     serve.start(http_options={"host": "127.0.0.1", "port": port})
-    _deploy(_args(checkpoints[0]))
+    _deploy(_args(checkpoints[0], jobs_dir))
     yield f"http://127.0.0.1:{port}"
     serve.shutdown()
 
@@ -192,7 +199,8 @@ def test_model_health_and_openapi(client, checkpoints):
     assert info["dtype"] == "float32" and info["dtype_calibration"] is None  # the fixture pins float32
     assert client.get("/healthz").json()["status"] == "ok"
     paths = client.get("/openapi.json").json()["paths"]
-    assert {"/v1/clips", "/v1/videos", "/v1/videos/{job_id}", "/v1/model", "/healthz"} <= set(paths)
+    assert {"/v1/clips", "/v1/videos", "/v1/videos/{job_id}", "/v1/videos/{job_id}/report", "/v1/model",
+            "/healthz"} <= set(paths)
     assert "/debug/crash" not in paths
     assert client.get("/docs").status_code == 200
 
@@ -314,7 +322,7 @@ def _video(path: Path, seconds: float, fps: int = 8) -> Path:
     return path
 
 
-def test_short_video_inline_long_video_as_job(client, tmp_path):
+def test_short_video_inline_long_video_as_job(client, tmp_path, jobs_dir):
     short = _video(tmp_path / "short.mp4", 0.5)
     r = client.post("/v1/videos", files={"file": ("short.mp4", short.read_bytes(), "video/mp4")})
     assert r.status_code == 200, r.text
@@ -334,6 +342,7 @@ def test_short_video_inline_long_video_as_job(client, tmp_path):
         time.sleep(0.2)
     assert job["status"] == "done", job
     assert job["result"]["summary"]["video"]["decoded_frames"] >= 8
+    assert (jobs_dir / job_id / "job.json").is_file()  # the job lives in the store, not in the ingress
 
 
 # -- fuzzing ---------------------------------------------------------------------------------------------------
@@ -365,7 +374,7 @@ def test_fuzz_openapi_no_5xx(server, client):
 # -- model switch, autoscaling, recovery -----------------------------------------------------------------------
 
 
-def test_reconfigure_switches_model_without_downtime(server, client, checkpoints):
+def test_reconfigure_switches_model_without_downtime(server, client, checkpoints, jobs_dir):
     from classemo.predictor import Predictor
 
     body = _valid_body(np.random.default_rng(4))
@@ -381,7 +390,7 @@ def test_reconfigure_switches_model_without_downtime(server, client, checkpoints
     worker.start()
     try:
         time.sleep(0.5)
-        _deploy(_args(checkpoints[0]), model_uri=checkpoints[1])
+        _deploy(_args(checkpoints[0], jobs_dir), model_uri=checkpoints[1])
         deadline = time.monotonic() + 30
         while client.get("/v1/model").json()["source"] != str(checkpoints[1]) and time.monotonic() < deadline:
             time.sleep(0.2)
