@@ -144,7 +144,8 @@ def _fmt(value: Any, digits: int = 3) -> str:
     return str(value)
 
 
-def to_markdown(rows: Sequence[Mapping[str, Any]], *, test_clips: int | None = None) -> str:
+def to_markdown(rows: Sequence[Mapping[str, Any]], *, test_clips: int | None = None,
+                clip_shape: tuple[int, int] | None = None) -> str:
     """Tables 1 and 2 side by side: accuracy and UAR, valence/arousal RMSE and CCC, cost. Best value in bold."""
     best = {}
     for key, higher in (("accuracy", True), ("uar", True), ("valence_ccc", True), ("arousal_ccc", True),
@@ -162,8 +163,10 @@ def to_markdown(rows: Sequence[Mapping[str, Any]], *, test_clips: int | None = N
             cells.append(f"**{text}**" if key in best and r[key] == best[key] else text)
         cells += [_fmt(r["params_m"], 2), _fmt(r["gflops_per_clip"], 3), _fmt(r["train_minutes"], 1)]
         lines.append("| " + " | ".join(cells) + " |")
-    if test_clips is not None:
-        lines.append(f"\nTest split: {test_clips} clips. Bold: the best of each column.")
+    notes = [f"Test split: {test_clips} clips." if test_clips is not None else "",
+             f"GFLOPs of one clip of this run's input ({clip_shape[0]} frames at {clip_shape[1]} px)."
+             if clip_shape else "", "Bold: the best of each column."]
+    lines.append("\n" + " ".join(n for n in notes if n))
     return "\n".join(lines) + "\n"
 
 

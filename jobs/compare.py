@@ -71,7 +71,9 @@ def write_outputs(cc: CompareConfig, lines: list[dict[str, Any]], out: Path, tes
     from classemo.evaluate import plot_ablation
 
     out.mkdir(parents=True, exist_ok=True)
-    (out / "comparison.md").write_text(to_markdown(lines, test_clips=test_clips))
+    d = cc.job.data
+    (out / "comparison.md").write_text(to_markdown(lines, test_clips=test_clips, clip_shape=(d.num_frames,
+                                                                                             d.image_size)))
     write_csv(lines, out / "comparison.csv")
     plot_comparison(lines, out / "comparison.png")
     pair = ablation_pair(lines, cc.rows)

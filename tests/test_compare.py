@@ -75,12 +75,12 @@ def test_table_marks_the_best_of_each_column_and_keeps_nan_honest(tmp_path) -> N
     lines = [_line("classemo", "classemo_tiny", 0.8, 0.7, 0.3, {"happy": 0.9, "sad": 0.7}),
              _line("classemo without NetVLAD", "classemo_tiny", 0.6, 0.75, 0.2, {"happy": 0.5, "sad": 0.8}),
              _line("FAN", "fan_tiny", 0.7, 0.6, 0.4, {"happy": 0.6, "sad": 0.6})]
-    text = to_markdown(lines, test_clips=42)
+    text = to_markdown(lines, test_clips=42, clip_shape=(4, 48))
     rows = text.splitlines()
     assert rows[0].startswith("| model | accuracy | UAR | valence RMSE")
     assert "| classemo (`classemo_tiny`) | **0.800** | 0.700 | 0.300 |" in text
     assert "| classemo without NetVLAD (`classemo_tiny`) | 0.600 | **0.750** | **0.200** |" in text
-    assert "n/a" in rows[2] and "1.50 | 0.250 | 1.5 |" in rows[2] and "42 clips" in text
+    assert "n/a" in rows[2] and "1.50 | 0.250 | 1.5 |" in rows[2] and "42 clips" in text and "4 frames at 48 px" in text
     with open(write_csv(lines, tmp_path / "t.csv")) as f:
         table = list(csv.DictReader(f))
     assert [r["model"] for r in table] == ["classemo", "classemo without NetVLAD", "FAN"]
