@@ -1,7 +1,9 @@
 """Classroom video analysis: frames -> faces -> tracks -> per-window emotions -> Table 3/4 metrics -> report.
 
-The hot loop holds one frame, the open tracks' window buffers and a small chunk of face crops waiting for the
-model, so memory does not grow with the video's length (only the timeline rows do, a few hundred bytes a window).
+`analyze_video` runs the stages of `classemo.video.stages` in one process (decode, detect, track and crop; the
+model on chunks of crops; windows through the temporal part), then `write_analysis`. The hot loop holds one frame,
+the open tracks' window buffers and one chunk of face crops waiting for the model, so memory does not grow with the
+video's length (only the timeline rows do, a few hundred bytes a window).
 """
 
 from __future__ import annotations
@@ -9,8 +11,6 @@ from __future__ import annotations
 import json
 import logging
 import re
-import time
-from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -19,10 +19,10 @@ import numpy as np
 import pandas as pd
 
 from classemo.analytics import PROB_PREFIX, AnalyticsConfig, summarize
-from classemo.video.decode import FrameStream, VideoError, probe_video
 from classemo.faces import FacePath, FaceSettings, warn_if_different
+from classemo.video.decode import probe_video
+from classemo.video.stages import FaceObserver, Observation, WindowAssembler, embed_chunks
 from classemo.video.track import Track, Tracker
-from classemo.video.windows import Window, WindowBuffer
 
 if TYPE_CHECKING:
     from classemo.predictor import Predictor
@@ -115,45 +115,81 @@ def assign_roles(tracks: dict[int, Track], centres: dict[int, np.ndarray], frame
     return roles
 
 
-class _Model:
-    """Batches face crops into `Predictor.embed_frames` and windows into `Predictor.predict_features`."""
 
-    def __init__(self, predictor: "Predictor", batch_size: int) -> None:
-        self.predictor = predictor
-        self.batch_size = batch_size
-        self.pending: list[tuple[int, float, np.ndarray, np.ndarray]] = []  # (track, time, box, crop RGB)
-        self.seconds = 0.0
+def resolve_window(predictor: "Predictor", window: int | None, stride: int | None) -> tuple[int, int]:
+    """Frames per window (default: the model's num_frames) and between window starts (default: half a window).
 
-    def embed_pending(self, buffer: WindowBuffer) -> list[Window]:
-        """Embed the pending crops (all tracks at once), feed them to the window buffer, return full windows."""
-        if not self.pending:
-            return []
-        t0 = time.perf_counter()
-        feats = self.predictor.embed_frames([p[3] for p in self.pending])  # (N, D)
-        self.seconds += time.perf_counter() - t0
-        windows = [w for (tid, t, box, _), f in zip(self.pending, feats) if (w := buffer.add(tid, t, box, f))]
-        self.pending.clear()
-        return windows
-
-    def predict(self, windows: list[Window]) -> list:
-        t0 = time.perf_counter()
-        preds = self.predictor.predict_features([w.features for w in windows]) if windows else []
-        self.seconds += time.perf_counter() - t0
-        return preds
+    Raises:
+        ValueError: for a window longer than the model takes.
+    """
+    window = int(window or predictor.num_frames)
+    if window > predictor.num_frames:
+        raise ValueError(f"window={window} frames is longer than the model takes (num_frames={predictor.num_frames})")
+    return window, int(stride or max(1, window // 2))
 
 
-def _rows(windows: list[Window], preds: list, labels: list[str]) -> list[dict]:
-    rows = []
-    for w, p in zip(windows, preds):
-        c = w.centre
-        probs = np.asarray(p.probs, dtype=float)
-        row = {"track": w.track_id, "time": float(w.times[c]), "t_start": float(w.times[0]),
-               "t_end": float(w.times[-1]), "num_frames": len(w.times), "label": labels[int(probs.argmax())]}
-        row.update({f"{PROB_PREFIX}{n}": float(v) for n, v in zip(labels, probs)})
-        row.update(valence=float(p.valence), arousal=float(p.arousal))
-        row.update(zip(("x", "y", "w", "h"), (float(v) for v in w.boxes[c])))
-        rows.append(row)
-    return rows
+def write_analysis(out_dir: str | Path, source: str | Path, obs: Observation, rows: list[dict], predictor: "Predictor",
+                   *, fps: float, window: int, stride: int, segment_s: float = 60.0,
+                   teacher: str | int | None = "auto", save_crops: bool = False,
+                   analytics: AnalyticsConfig | None = None, model_s: float = 0.0) -> AnalysisResult:
+    """Stage 3: roles, the timeline and the summary of a video's windows; write timeline.parquet, summary.json and
+    report.html into out_dir (created).
+
+    Args:
+        out_dir: folder for the outputs.
+        source: the video as the user named it (a path or a URI), for the summary and the report's title.
+        obs: what `FaceObserver` found.
+        rows: the `WindowAssembler`'s rows.
+        predictor: the model (labels, provenance).
+        fps, window, stride, segment_s, teacher, save_crops, analytics: as in `analyze_video`.
+        model_s: seconds spent in the model, for the summary's timings.
+    """
+    from classemo.report import write_report
+
+    info, stats = obs.info, obs.stats
+    labels = list(predictor.labels)
+    roles = assign_roles(stats.kept, obs.centres, (info.width, info.height), teacher)
+    columns = ["track", "role", "time", "t_start", "t_end", "num_frames", "label",
+               *[f"{PROB_PREFIX}{n}" for n in labels], "valence", "arousal", "x", "y", "w", "h"]
+    timeline = pd.DataFrame(rows, columns=[c for c in columns if c != "role"])
+    timeline = timeline[timeline["track"].isin(list(stats.kept))].copy()
+    timeline.insert(1, "role", timeline["track"].map(roles).astype(str))
+    timeline = timeline.sort_values(["time", "track"], kind="stable").reset_index(drop=True)
+    timeline = timeline.astype({"track": "int64", "num_frames": "int64"})
+
+    # A still image has no duration; its one segment is zero-length and holds the single frame's rows.
+    duration = 0.0 if info.is_image else max(obs.decoded / info.fps, float(timeline["time"].max() or 0.0)
+                                                  if len(timeline) else 0.0)
+    summary = summarize(timeline, predictor.label_set, duration_s=duration, segment_s=segment_s, cfg=analytics)
+    track_info = {tid: {"role": roles[tid], "first_s": tr.first_t, "last_s": tr.last_t, "frames": tr.hits,
+                        "mean_face_area_px": tr.mean_area} for tid, tr in stats.kept.items()}
+    dropped = {tid: {"first_s": tr.first_t, "last_s": tr.last_t, "frames": tr.hits}
+               for tid, tr in stats.dropped.items()}
+    if dropped:
+        log.info("dropped %d track(s) shorter than %.2f s: %s", len(dropped), obs.min_track_s, sorted(dropped))
+    summary.update(
+        video={"path": str(source), "fps": info.fps, "width": info.width, "height": info.height,
+               "is_image": info.is_image, "decoded_frames": obs.decoded, "analysed_frames": obs.analysed,
+               "truncated": obs.truncated},
+        analysis={"fps": fps, "window": window, "stride": stride, "teacher": str(teacher),
+                  "detector": obs.detector, "face": obs.face, "faces_too_small": obs.faces_too_small,
+                  "frames_with_faces": obs.frames_with_faces, "face_detections": obs.face_detections,
+                  "min_track_s": obs.min_track_s, "reidentifications": stats.reidentified},
+        tracks={str(k): v for k, v in track_info.items()},
+        dropped_tracks={str(k): v for k, v in dropped.items()},
+        no_faces=len(timeline) == 0,
+        model=dict(getattr(predictor, "info", {}) or {}),
+        timings_s={**obs.timings, "model": model_s},
+        privacy=PRIVACY_NOTE + (" Face crops WERE saved (--save-crops)." if save_crops else ""),
+    )
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    timeline_path = out / "timeline.parquet"
+    summary_path = out / "summary.json"
+    timeline.to_parquet(timeline_path, index=False)
+    summary_path.write_text(json.dumps(summary, indent=2, default=_json_default))
+    report_path = write_report(out / "report.html", timeline, summary, predictor.label_set)
+    return AnalysisResult(out, timeline, summary, timeline_path, summary_path, report_path, track_info, dropped)
 
 
 def analyze_video(path: str | Path, predictor: "Predictor", *, out_dir: str | Path, fps: float = 5.0,
@@ -185,125 +221,30 @@ def analyze_video(path: str | Path, predictor: "Predictor", *, out_dir: str | Pa
         VideoError: if the file is missing or is not a decodable video or image.
         ValueError: for invalid settings (segment length, window, teacher spec).
     """
-    import cv2
-    from tqdm.auto import tqdm
-
     from classemo.analytics import segment_bounds
-    from classemo.report import write_report
 
     segment_bounds(1.0, segment_s)  # validate before spending minutes on the video
     info = probe_video(path)
-    window = int(window or predictor.num_frames)
-    if window > predictor.num_frames:
-        raise ValueError(f"window={window} frames is longer than the model takes (num_frames={predictor.num_frames})")
-    stride = int(stride or max(1, window // 2))
-    buffer = WindowBuffer(window, stride)
+    window, stride = resolve_window(predictor, window, stride)
     parse_teacher(teacher)
     if isinstance(faces, FaceSettings):
         warn_if_different(faces, predictor.face_settings, f"analyze {Path(path).name}")
         faces = FacePath(faces)
     elif faces is not None:
         warn_if_different(faces.settings, predictor.face_settings, f"analyze {Path(path).name}")
-    face_path = faces or predictor.face_path()
-    too_small_before = face_path.too_small  # the model's path is shared between videos
-    tracker = tracker or Tracker()
-    model = _Model(predictor, embed_batch)
-    labels = list(predictor.labels)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    crops_dir = out / "crops"
-
-    stream = FrameStream(path, fps=fps, info=info)
-    timings = defaultdict(float)
-    rows: list[dict] = []
-    centres: dict[int, list] = defaultdict(list)
-    frames_with_faces = 0
-    num_faces = 0
-    bar = tqdm(total=stream.expected_samples, disable=not progress, unit="frame", desc=Path(path).name)
-    it = iter(stream)
-    while True:
-        t0 = time.perf_counter()
-        item = next(it, None)
-        t1 = time.perf_counter()
-        timings["decode"] += t1 - t0
-        if item is None:
-            break
-        index, t, frame = item
-        found = face_path.detect(frame)
-        t2 = time.perf_counter()
-        timings["detect"] += t2 - t1
-        boxes = np.array([[b.x, b.y, b.w, b.h] for b in found], dtype=float).reshape(-1, 4)
-        ids = tracker.update(t, boxes, frame)
-        t3 = time.perf_counter()
-        timings["track"] += t3 - t2
-        if len(found):
-            frames_with_faces += 1
-            num_faces += len(found)
-            for tid, b, box in zip(ids, found, boxes):
-                crop, _ = face_path.crop(frame, b)  # BGR, as in the converters
-                model.pending.append((tid, t, box, cv2.cvtColor(crop, cv2.COLOR_BGR2RGB)))
-                centres[tid].append(box[:2] + box[2:] / 2)
-                if save_crops:
-                    d = crops_dir / f"track_{tid}"
-                    d.mkdir(parents=True, exist_ok=True)
-                    cv2.imwrite(str(d / f"{index:07d}.png"), crop)
-        timings["crop"] += time.perf_counter() - t3
-        ended = [tid for tid in buffer.open_tracks
-                 if t - tracker.tracks[tid].last_t > tracker.max_lost_s]
-        if len(model.pending) >= embed_batch or ended:
-            windows = model.embed_pending(buffer)
-            windows += [w for tid in ended if (w := buffer.flush(tid))]
-            rows += _rows(windows, model.predict(windows), labels)
-        bar.update(1)
-    windows = model.embed_pending(buffer)
-    windows += buffer.flush_all()
-    rows += _rows(windows, model.predict(windows), labels)
-    bar.close()
-    timings["model"] = model.seconds
-
-    stats = tracker.finish()
-    roles = assign_roles(stats.kept, {tid: np.array(centres[tid]) for tid in stats.kept},
-                         (info.width, info.height), teacher)
-    columns = ["track", "role", "time", "t_start", "t_end", "num_frames", "label",
-               *[f"{PROB_PREFIX}{n}" for n in labels], "valence", "arousal", "x", "y", "w", "h"]
-    timeline = pd.DataFrame(rows, columns=[c for c in columns if c != "role"])
-    timeline = timeline[timeline["track"].isin(list(stats.kept))].copy()
-    timeline.insert(1, "role", timeline["track"].map(roles).astype(str))
-    timeline = timeline.sort_values(["time", "track"], kind="stable").reset_index(drop=True)
-    timeline = timeline.astype({"track": "int64", "num_frames": "int64"})
-
-    # A still image has no duration; its one segment is zero-length and holds the single frame's rows.
-    duration = 0.0 if info.is_image else max(stream.decoded / info.fps, float(timeline["time"].max() or 0.0)
-                                                  if len(timeline) else 0.0)
-    summary = summarize(timeline, predictor.label_set, duration_s=duration, segment_s=segment_s, cfg=analytics)
-    track_info = {tid: {"role": roles[tid], "first_s": tr.first_t, "last_s": tr.last_t, "frames": tr.hits,
-                        "mean_face_area_px": tr.mean_area} for tid, tr in stats.kept.items()}
-    dropped = {tid: {"first_s": tr.first_t, "last_s": tr.last_t, "frames": tr.hits}
-               for tid, tr in stats.dropped.items()}
-    if dropped:
-        log.info("dropped %d track(s) shorter than %.2f s: %s", len(dropped), tracker.min_duration(), sorted(dropped))
-    summary.update(
-        video={"path": str(path), "fps": info.fps, "width": info.width, "height": info.height,
-               "is_image": info.is_image, "decoded_frames": stream.decoded, "analysed_frames": stream.yielded,
-               "truncated": stream.truncated},
-        analysis={"fps": fps, "window": window, "stride": stride, "teacher": str(teacher),
-                  "detector": type(face_path.detector).__name__, "face": face_path.settings.to_dict(),
-                  "faces_too_small": face_path.too_small - too_small_before, "frames_with_faces": frames_with_faces,
-                  "face_detections": num_faces, "min_track_s": tracker.min_duration(),
-                  "reidentifications": stats.reidentified},
-        tracks={str(k): v for k, v in track_info.items()},
-        dropped_tracks={str(k): v for k, v in dropped.items()},
-        no_faces=len(timeline) == 0,
-        model=dict(getattr(predictor, "info", {}) or {}),
-        timings_s=dict(timings),
-        privacy=PRIVACY_NOTE + (" Face crops WERE saved (--save-crops)." if save_crops else ""),
-    )
-    timeline_path = out / "timeline.parquet"
-    summary_path = out / "summary.json"
-    timeline.to_parquet(timeline_path, index=False)
-    summary_path.write_text(json.dumps(summary, indent=2, default=_json_default))
-    report_path = write_report(out / "report.html", timeline, summary, predictor.label_set)
-    return AnalysisResult(out, timeline, summary, timeline_path, summary_path, report_path, track_info, dropped)
+    observer = FaceObserver(path, faces or predictor.face_path(), tracker or Tracker(), fps=fps,
+                            embed_batch=embed_batch, info=info, crops_dir=out / "crops" if save_crops else None,
+                            progress=progress)
+    assembler = WindowAssembler(predictor, window, stride)
+    model_s = 0.0
+    for chunk in observer:
+        model_s += embed_chunks(predictor, [chunk])
+        assembler.add(chunk)
+    return write_analysis(out, path, observer.observation, assembler.rows, predictor, fps=fps, window=window,
+                          stride=stride, segment_s=segment_s, teacher=teacher, save_crops=save_crops,
+                          analytics=analytics, model_s=model_s + assembler.seconds)
 
 
 def _json_default(o: object) -> object:
