@@ -103,24 +103,6 @@ def _deploy(args: dict, model_uri: Path | None = None) -> None:
 
 
 @pytest.fixture(scope="module")
-def repo_on_path():
-    """`serve.app` lives at the repo root (beside the installed `classemo`): the driver and the Ray workers, which
-    inherit the environment of the Ray started next, import it from there, as `serve run` does with --app-dir."""
-    import os
-    import sys
-
-    saved = os.environ.get("PYTHONPATH")
-    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), saved) if p)
-    sys.path.insert(0, str(REPO))
-    yield
-    sys.path.remove(str(REPO))
-    if saved is None:
-        os.environ.pop("PYTHONPATH", None)
-    else:
-        os.environ["PYTHONPATH"] = saved
-
-
-@pytest.fixture(scope="module")
 def server(repo_on_path, ray_cluster, checkpoints, jobs_dir) -> str:
     from helpers import free_port
     from ray import serve

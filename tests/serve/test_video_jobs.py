@@ -104,23 +104,6 @@ def test_s3_store(s3_bucket, tmp_path):
 
 
 @pytest.fixture(scope="module")
-def repo_on_path():
-    """`serve.*` lives at the repo root; the Ray workers started next inherit PYTHONPATH (as in test_serve.py)."""
-    import os
-    import sys
-
-    saved = os.environ.get("PYTHONPATH")
-    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), saved) if p)
-    sys.path.insert(0, str(REPO))
-    yield
-    sys.path.remove(str(REPO))
-    if saved is None:
-        os.environ.pop("PYTHONPATH", None)
-    else:
-        os.environ["PYTHONPATH"] = saved
-
-
-@pytest.fixture(scope="module")
 def jobs_dir(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("video-jobs")
 
