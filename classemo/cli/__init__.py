@@ -10,7 +10,7 @@ import typer
 
 from classemo.cli.analyze import analyze_command
 from classemo.cli.convert import afew_va_command, classroom_command, images_command, videos_command
-from classemo.cli.data import info_command, synth_classroom_command, synth_command
+from classemo.cli.data import info_command, merge_command, synth_classroom_command, synth_command
 from classemo.cli.evaluate import evaluate_command
 
 app = typer.Typer(help="classemo: classroom facial-emotion analytics.", no_args_is_help=True, add_completion=False)
@@ -37,4 +37,5 @@ convert_app.command("classroom")(classroom_command)
 data_app.command("info")(info_command)
 data_app.command("synth")(synth_command)
 data_app.command("synth-classroom")(synth_classroom_command)
+data_app.command("merge")(merge_command)
 data_app.add_typer(convert_app, name="convert")

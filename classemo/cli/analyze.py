@@ -14,9 +14,10 @@ import typer
 
 def analyze_command(
     video: Annotated[Path, typer.Argument(help="Video file (or a still image, analysed as one frame).")],
-    model: Annotated[str, typer.Option(help="Checkpoint dir, models:/classemo@champion, models:/classemo/3 or "
-                                            "runs:/<id>/model.")],
     out: Annotated[Path, typer.Option(help="Output folder for timeline.parquet, summary.json, report.html.")],
+    model: Annotated[str, typer.Option(help="builtin (the model shipped with classemo), a checkpoint dir, "
+                                            "models:/classemo@champion, models:/classemo/3 or runs:/<id>/model.")
+                     ] = "builtin",
     fps: Annotated[float, typer.Option(help="Analysis frames per second.")] = 5.0,
     window: Annotated[int | None, typer.Option(help="Frames per window (default: the model's num_frames).")] = None,
     stride: Annotated[int | None, typer.Option(help="Frames between windows (default: half a window).")] = None,

@@ -1,4 +1,4 @@
-"""`classemo data info`, `classemo data synth` and `classemo data synth-classroom`.
+"""`classemo data info`, `classemo data synth`, `classemo data synth-classroom` and `classemo data merge`.
 
 The commands parse options and print; the datasets and videos are made by `classemo.data` and `classemo.synth`.
 """
@@ -76,3 +76,16 @@ def synth_classroom_command(
                                      seed=seed, size=(width, height), progress=True)
     typer.echo(f"wrote {out} ({truth['num_frames']} frames, {len(truth['people'])} people, scenario {scenario}) "
                f"and {out.with_suffix('.json')}")
+
+
+def merge_command(
+    sources: Annotated[list[str], typer.Argument(help="Two or more converted datasets (local or s3://) with the same "
+                                                      "labels and face settings.")],
+    out: Annotated[str, typer.Option("--out", help="Root of the merged dataset (local or s3://).")],
+) -> None:
+    """Merge converted datasets into one: every clip keeps its split; ids get the source folder's name as prefix."""
+    from classemo.data.merge import merge_datasets
+
+    with _writing_to(out):  # a source that is missing or does not fit is a usage error (exit 2)
+        manifest = merge_datasets(sources, out)
+    typer.echo(format_manifest(manifest, out))
