@@ -8,7 +8,7 @@ valence/arousal head. docs/model.md draws the data flow and lists the presets re
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Sequence
 
 import torch
 from einops import rearrange
@@ -24,6 +24,7 @@ from classemo.models.temporal import TemporalEncoder, masked_mean
 from classemo.models.vit import ViTBackbone
 
 SEED_KWARGS = ("vit_weights", "pretrained", "pretrained_file")  # kwargs that only choose the starting weights
+LUMA = (0.299, 0.587, 0.114)  # ITU-R BT.601 luminance weights of R, G, B (as cv2.cvtColor COLOR_RGB2GRAY)
 
 
 class ClassEmoNet(ClipModel):
@@ -59,6 +60,8 @@ class ClassEmoNet(ClipModel):
         pretrained: str | None = None,
         pretrained_file: str | None = None,
         stem: str = "patch",
+        stem_norm: str = "batch",
+        grayscale: bool = False,
     ) -> None:
         """Build the network.
 
@@ -90,16 +93,21 @@ class ClassEmoNet(ClipModel):
                 ("vit_small_patch16_224.augreg_in21k"; see models/vit.py).
             pretrained_file: local weights file for `pretrained`, for machines without internet.
             stem: ViT patch embedding, "patch" (patchify) or "conv" (convolutional stem; see models/vit.py).
+            stem_norm: normalisation of the conv stem, "batch" or "group" (no dependence on the per-worker batch).
+            grayscale: read every face as its luminance (in all three channels), inside the model, so that training,
+                evaluation, Serve and video analysis all see the same thing. For training data whose colour
+                carries the label (a folder of mostly grey photos in which some classes come in colour).
         """
         super().__init__(num_classes=num_classes, image_size=image_size, num_frames=num_frames, embed_dim=embed_dim)
         self.use_netvlad = use_netvlad
+        self.grayscale = grayscale
         self.use_residual_attention = use_residual_attention
         self.use_non_local = use_non_local
         self.use_temporal = use_temporal
         self.backbone = ViTBackbone(
             num_classes=num_classes, image_size=image_size, patch_size=patch_size, embed_dim=embed_dim,
             depth=depth, num_heads=num_heads, mlp_ratio=mlp_ratio, drop_path_rate=drop_path_rate, weights=vit_weights,
-            pretrained=pretrained, pretrained_file=pretrained_file, stem=stem,
+            pretrained=pretrained, pretrained_file=pretrained_file, stem=stem, stem_norm=stem_norm,
         )
         # Pretrained weights expect the normalisation they were trained with; it travels in the checkpoint.
         self.pretrained_cfg = self.backbone.pretrained_cfg  # None for random init
@@ -148,6 +156,8 @@ class ClassEmoNet(ClipModel):
             the NetVLAD head (M_Y) or None when NetVLAD is off, `peak_logits` (N, C) from the per-frame head (M_H).
         """
         self._check_images(images)
+        if self.grayscale:
+            images = luminance(images, self.default_cfg["mean"], self.default_cfg["std"])
         tokens, cls = self.backbone(images)  # (N, L, E), (N, E)
         vit_logits = self.backbone.head(self.head_drop(cls))
         grid_h, grid_w = self.backbone.grid_size
@@ -223,6 +233,15 @@ class ClassEmoNet(ClipModel):
             self.vlad_head = nn.Linear(self.netvlad.out_dim, num_classes)
         self.peak_head = nn.Linear(self.embed_dim, num_classes)
         self.head = nn.Linear(self.embed_dim, num_classes)
+
+
+def luminance(images: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
+    """Normalised RGB crops (N, 3, S, S) -> their luminance (ITU-R BT.601), normalised again, in all 3 channels."""
+    m = torch.as_tensor(mean, dtype=images.dtype, device=images.device).view(1, 3, 1, 1)
+    s = torch.as_tensor(std, dtype=images.dtype, device=images.device).view(1, 3, 1, 1)
+    weights = torch.tensor(LUMA, dtype=images.dtype, device=images.device).view(1, 3, 1, 1)
+    y = ((images * s + m) * weights).sum(dim=1, keepdim=True)  # (N, 1, S, S) in [0, 1]
+    return (y - m) / s
 
 
 def _create(name: str, model_args: dict[str, Any], kwargs: dict[str, Any]) -> ClassEmoNet:

@@ -21,6 +21,8 @@ from timm.layers import resample_abs_pos_embed
 from timm.models.vision_transformer import VisionTransformer
 from torch import nn
 
+from classemo.models.frame_cnn import Norm, norm_layer
+
 
 class ViTBackbone(nn.Module):
     """ViT spatial backbone returning patch tokens and the CLS feature, with the CLS head for loss M_B."""
@@ -40,6 +42,7 @@ class ViTBackbone(nn.Module):
         pretrained: str | None = None,
         pretrained_file: str | None = None,
         stem: Literal["patch", "conv"] = "patch",
+        stem_norm: Norm = "batch",
     ) -> None:
         """Build the backbone.
 
@@ -60,6 +63,7 @@ class ViTBackbone(nn.Module):
                 machines without internet.
             stem: "patch" (ViT's patchify conv) or "conv" (a small CNN, `ConvStem`, with the same token grid).
                 Pretrained weights only fit the "patch" stem.
+            stem_norm: the conv stem's normalisation, "batch" or "group" (independent of the per-worker batch).
         """
         super().__init__()
         if image_size % patch_size:
@@ -77,7 +81,7 @@ class ViTBackbone(nn.Module):
             global_pool="token",
         )
         if stem == "conv":
-            self.vit.patch_embed.proj = ConvStem(patch_size, embed_dim)
+            self.vit.patch_embed.proj = ConvStem(patch_size, embed_dim, norm=stem_norm)
         elif stem != "patch":
             raise ValueError(f"stem must be 'patch' or 'conv', got {stem!r}")
         self.head = nn.Linear(embed_dim, num_classes)
@@ -132,9 +136,12 @@ class MaxPool2x2(nn.Module):
 
 
 class ConvStem(nn.Sequential):
-    """Hybrid-ViT patch embedding: log2(patch) stages of 3x3 conv-BN-ReLU + 2x2 max-pool, then a 1x1 conv to E."""
+    """Hybrid-ViT patch embedding: log2(patch) stages of 3x3 conv-norm-ReLU + 2x2 max-pool, then a 1x1 conv to E.
 
-    def __init__(self, patch_size: int, embed_dim: int) -> None:
+    The norm is BatchNorm, or GroupNorm (`norm="group"`) where a worker's batch holds few faces.
+    """
+
+    def __init__(self, patch_size: int, embed_dim: int, norm: Norm = "batch") -> None:
         steps = math.log2(patch_size)
         if patch_size < 2 or steps != int(steps):
             raise ValueError(f"the conv stem needs a power-of-two patch_size >= 2, got {patch_size}")
@@ -144,8 +151,8 @@ class ConvStem(nn.Sequential):
             # 32, 64, 128, ... capped at embed_dim: a small CNN's widths. Full-resolution 3x3 convs before each
             # pool are what let it learn local cues (lip corners, brows); strided 3x3 convs alone did not.
             out = min(32 * 2 ** i, max(embed_dim, 32))
-            layers += [nn.Conv2d(channels, out, 3, padding=1, bias=False), nn.BatchNorm2d(out), nn.ReLU(inplace=True),
-                       MaxPool2x2()]
+            layers += [nn.Conv2d(channels, out, 3, padding=1, bias=False), norm_layer(norm, out),
+                       nn.ReLU(inplace=True), MaxPool2x2()]
             channels = out
         layers.append(nn.Conv2d(channels, embed_dim, 1))
         super().__init__(*layers)  # (N, 3, S, S) -> (N, E, S / patch, S / patch)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
@@ -213,3 +214,36 @@ def test_conv_stem_rejects_weights_and_odd_patches(tmp_path) -> None:
         _tiny_vit(image_size=18, patch_size=6, stem="conv")
     with pytest.raises(ValueError, match="stem must be"):
         _tiny_vit(stem="cnn")
+
+
+def test_conv_stem_group_norm_does_not_depend_on_the_batch() -> None:
+    """stem_norm="group": a face's tokens are the same alone or among others, even in training mode."""
+    vit = _tiny_vit(stem="conv", stem_norm="group").train()
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in vit.modules())
+    x = torch.randn(4, 3, 16, 16)
+    alone = vit.vit.patch_embed(x[:1])
+    together = vit.vit.patch_embed(x)[:1]
+    torch.testing.assert_close(alone, together, rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="norm must be"):
+        _tiny_vit(stem="conv", stem_norm="layer")
+
+
+def test_grayscale_model_reads_a_colour_face_as_its_grey_version() -> None:
+    """`grayscale=True`: colour cannot carry the label; a colour crop and its BT.601 grey copy give the same outputs."""
+    import cv2
+
+    from classemo.models import create_model
+
+    model = create_model("classemo_tiny", num_classes=7, image_size=16, patch_size=8, embed_dim=16, depth=1,
+                         num_heads=2, num_clusters=2, temporal_depth=1, temporal_heads=2, grayscale=True).eval()
+    rgb = np.random.default_rng(0).integers(0, 256, (2, 16, 16, 3), dtype=np.uint8)
+    grey = np.stack([cv2.cvtColor(cv2.cvtColor(im, cv2.COLOR_RGB2GRAY), cv2.COLOR_GRAY2RGB) for im in rgb])
+    mean, std = (torch.tensor(model.default_cfg[k]).view(1, 3, 1, 1) for k in ("mean", "std"))
+
+    def tensor(images: np.ndarray) -> torch.Tensor:
+        return ((torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255 - mean) / std).unsqueeze(1)
+
+    with torch.no_grad():
+        a, b = model(tensor(rgb))["logits"], model(tensor(grey))["logits"]
+    torch.testing.assert_close(a, b, rtol=0, atol=0.05)  # grey copy rounded to uint8 by OpenCV
+    assert model.model_kwargs["grayscale"] is True  # the checkpoint rebuilds it grey
