@@ -146,6 +146,7 @@ def resume_state(cfg: JobConfig, manifest: Any) -> dict[str, Any]:
 
     try:
         return load_resume_state(cfg.unified.resume_from, manifest=manifest, model_name=cfg.unified.model,
+                                 model_kwargs=cfg.unified.model_kwargs,
                                  data_root=cfg.data.root)
     except ResumeError as e:
         raise JobError(str(e)) from None

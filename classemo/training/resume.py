@@ -6,7 +6,7 @@ seconds) and again to ship the state dict to its workers.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Mapping
 
 import torch
 
@@ -17,7 +17,13 @@ class ResumeError(ValueError):
     """A resume source that cannot be loaded or does not fit the dataset or the configured model."""
 
 
-def load_resume_state(source: str, *, manifest: Manifest, model_name: str, data_root: str) -> dict[str, torch.Tensor]:
+# Model arguments the resume check leaves out: the job sets these from the dataset, and a pretrained start records
+# its weights' mean and std, which a resumed run gets back from the same `pretrained` name.
+RUN_SHAPE_KWARGS = frozenset({"num_classes", "num_frames", "image_size", "mean", "std"})
+
+
+def load_resume_state(source: str, *, manifest: Manifest, model_name: str, data_root: str,
+                      model_kwargs: Mapping[str, Any] | None = None) -> dict[str, torch.Tensor]:
     """The float32 state dict of a checkpoint dir or `models:/` URI, checked against the run.
 
     Weights load at float32 whatever the machine: `Predictor`'s "auto" precision could pick bf16 (on a bf16 GPU, or
@@ -29,6 +35,9 @@ def load_resume_state(source: str, *, manifest: Manifest, model_name: str, data_
         manifest: The training dataset's manifest (labels and face settings).
         model_name: The registry name the run's config asks for.
         data_root: The dataset root, named in messages.
+        model_kwargs: The run's `unified.model_kwargs`; every argument the checkpoint was built with (such as
+            `grayscale`) must be set to the same value, or the weights would run in a model they were not
+            trained for.
 
     Raises:
         ResumeError: When the source cannot be loaded, was trained on other labels, or is another model.
@@ -48,6 +57,13 @@ def load_resume_state(source: str, *, manifest: Manifest, model_name: str, data_
     name = predictor.config["model"]["name"]
     if name != model_name:
         raise ResumeError(f"--resume-from model is a {name!r}, the config asks for {model_name!r}")
+    if model_kwargs is not None:
+        built = predictor.config["model"].get("kwargs", {})
+        differ = {k: v for k, v in built.items() if k not in RUN_SHAPE_KWARGS and model_kwargs.get(k) != v}
+        if differ:
+            wanted = " ".join(f"unified.model_kwargs.{k}={v}" for k, v in differ.items())
+            raise ResumeError(f"--resume-from model {source} was built with {differ}, which this run's "
+                              f"unified.model_kwargs does not repeat; add {wanted}")
     warn_if_different(FaceSettings.from_dict(manifest.face, size=manifest.image_size), predictor.face_settings,
                       f"--resume-from {source} on {data_root}")
     state: dict[str, Any] = predictor.model.state_dict()

@@ -67,3 +67,17 @@ def test_a_model_that_does_not_fit_is_refused(trained, tiny_dataset: Path, tmp_p
                                   labels=LabelSet(("happy", "sad", "neutral")))
     with pytest.raises(ResumeError, match=r"was trained on labels \['happy', 'sad', 'neutral'\]"):
         load_resume_state(str(other), manifest=manifest, model_name="classemo_tiny", data_root="d")
+
+
+def test_the_run_must_repeat_what_the_checkpoint_was_built_with(tiny_dataset: Path, tmp_path: Path) -> None:
+    """A grey-reading checkpoint resumed into a colour-reading model would run its weights on other inputs."""
+    manifest = read_manifest(tiny_dataset)
+    labels = manifest.label_set
+    grey = save_model_checkpoint(create_model("classemo_tiny", num_classes=len(labels.names), grayscale=True, **TINY),
+                                 tmp_path / "grey", labels=labels)
+    asked = {k: v for k, v in TINY.items() if k not in ("image_size", "num_frames")}
+    with pytest.raises(ResumeError, match=r"add unified.model_kwargs.grayscale=True"):
+        load_resume_state(str(grey), manifest=manifest, model_name="classemo_tiny", data_root="d", model_kwargs=asked)
+    state = load_resume_state(str(grey), manifest=manifest, model_name="classemo_tiny", data_root="d",
+                              model_kwargs={**asked, "grayscale": True})
+    assert state
