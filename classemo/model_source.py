@@ -16,6 +16,12 @@ from torch import nn
 from classemo.checkpoint import CONFIG_FILE, MODEL_FILE, CheckpointError, load_checkpoint
 
 MLFLOW_SCHEMES: tuple[str, ...] = ("models:/", "runs:/", "mlflow-artifacts:/", "s3://", "gs://", "http://", "https://")
+BUILTIN = "builtin"  # the model shipped inside the package (classemo/builtin/MODEL_CARD.md)
+
+
+def builtin_dir() -> Path:
+    """The folder of the built-in model: its checkpoint, model card and licences."""
+    return Path(__file__).resolve().parent / "builtin"
 
 
 def is_mlflow_uri(source: str | Path) -> bool:
@@ -42,7 +48,8 @@ def load_model_source(source: str | Path) -> tuple[nn.Module, dict[str, Any], di
     """Load the checkpoint that `source` names, on the CPU (weights_only: no pickled code runs).
 
     Args:
-        source: A checkpoint directory (or a directory above one), `models:/<name>@<alias>`,
+        source: `"builtin"` (the model shipped in the package), a checkpoint directory (or a directory above one),
+            `models:/<name>@<alias>`,
             `models:/<name>/<version>`, `runs:/<run_id>/<path>` or another artifact URI MLflow can download.
             MLflow URIs use `classemo.tracking.tracking_uri()` for tracking and registry.
 
@@ -54,6 +61,12 @@ def load_model_source(source: str | Path) -> tuple[nn.Module, dict[str, Any], di
         CheckpointError: For a missing directory, no checkpoint inside it, or an MLflow URI that cannot be loaded.
     """
     info: dict[str, Any] = {"source": str(source)}
+    if str(source) == BUILTIN:
+        path = builtin_dir()
+        if not (path / CONFIG_FILE).is_file():
+            raise CheckpointError(f"the built-in model is missing from this installation ({path}); reinstall "
+                                  f"classemo, or give a checkpoint directory or models:/ URI")
+        return (*load_checkpoint(path, map_location="cpu"), {**info, "builtin": True})
     if not is_mlflow_uri(source):
         path = Path(source)
         if not path.is_dir():
@@ -107,4 +120,4 @@ def _mlflow_info(uri: str, tracking: str) -> tuple[dict[str, Any], str]:
     return info, client.get_model_version_download_uri(name, mv.version)
 
 
-__all__ = ["MLFLOW_SCHEMES", "find_checkpoint_dir", "is_mlflow_uri", "load_model_source"]
+__all__ = ["BUILTIN", "MLFLOW_SCHEMES", "builtin_dir", "find_checkpoint_dir", "is_mlflow_uri", "load_model_source"]

@@ -133,7 +133,8 @@ class Predictor:
         """Load a checkpoint directory or an MLflow model (weights_only: no pickled code runs).
 
         Args:
-            source: A checkpoint directory, `models:/<name>@<alias>`, `models:/<name>/<version>`,
+            source: `"builtin"` (the model shipped in the package), a checkpoint directory,
+                `models:/<name>@<alias>`, `models:/<name>/<version>`,
                 `runs:/<run_id>/<path>` or another artifact URI MLflow can download (`load_model_source`).
             device: Torch device; CUDA when available, else CPU.
             batch_size: Clips per forward pass.

@@ -1,6 +1,6 @@
 """The batch analysis job: many lesson videos -> each lesson's report -> a cross-lesson overview, on Ray Data.
 
-    python jobs/analyze.py SRC --model models:/classemo@champion --out DST
+    python jobs/analyze.py SRC --out DST [--model models:/classemo@champion; default: the built-in model]
     ray job submit --working-dir . -- python jobs/analyze.py s3://bucket/lessons/ --model ... --out s3://bucket/out
 
 SRC is a folder or S3 prefix (videos found recursively), one video, or a list file (a path or URI a line); DST a
@@ -114,7 +114,9 @@ class EmbedChunks:
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0], formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("src", help="folder, s3:// prefix, one video, or a list file (a path or URI a line)")
-    p.add_argument("--model", required=True, help="checkpoint dir, models:/classemo@champion, runs:/<id>/model")
+    p.add_argument("--model", default="builtin",
+                   help="builtin (default: the model shipped with classemo), a checkpoint dir, models:/classemo@champion"
+                        " or runs:/<id>/model")
     p.add_argument("--out", required=True, help="output folder or s3:// prefix")
     p.add_argument("--fps", type=float, default=5.0, help="analysis frames per second (default 5)")
     p.add_argument("--window", type=int, default=None, help="frames per window (default: the model's num_frames)")

@@ -20,7 +20,8 @@ class ServeArgs(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    model_uri: str = Field("models:/classemo@champion", description="Checkpoint dir or MLflow models:/ or runs:/ URI")
+    model_uri: str = Field("builtin", description="builtin (the model shipped with classemo), a checkpoint dir, or "
+                                                  "an MLflow models:/ or runs:/ URI")
     device: str | None = Field(None, description="Torch device of the model replicas; CUDA when available")
     dtype: str = Field("auto", pattern="^(auto|float32|fp32|bf16|bfloat16)$",
                        description="Inference dtype: auto = bf16 where the CPU/GPU supports it, else float32")

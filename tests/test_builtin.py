@@ -1,0 +1,85 @@
+"""The built-in model: it ships in the package, loads by name, reads real photos, and is every entry point's default."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import cv2
+import pytest
+from typer.testing import CliRunner
+
+from classemo.cli import app
+from helpers import REPO, SHARED
+from classemo.model_source import builtin_dir
+from classemo.predictor import Predictor
+
+
+STILLS = {"0-f15-hao-ph.jpg": "happy", "15-f13-anc-ph.jpg": "anger", "45-m7-di-ph.jpg": "disgust",
+          "0-f1-su-ph.jpg": "positive"}  # surprise is "positive" in this label set
+
+
+@pytest.fixture(scope="module")
+def builtin() -> Predictor:
+    return Predictor.from_checkpoint("builtin", device="cpu", dtype="float32")
+
+
+def test_the_package_ships_the_model_with_its_card_and_licences():
+    folder = builtin_dir()
+    for name in ("config.json", "model.pt", "MODEL_CARD.md", "metrics.json", "LICENSE-faces-muxspace"):
+        assert (folder / name).is_file(), name
+    size_mb = (folder / "model.pt").stat().st_size / 2**20
+    assert size_mb < 16, f"the built-in model is {size_mb:.1f} MB"
+    card = (folder / "MODEL_CARD.md").read_text()
+    metrics = json.loads((folder / "metrics.json").read_text())
+    # The card quotes the figures the rebuild script measured, not other ones.
+    assert f"{metrics['real_faces_test']['accuracy']:.3f}" in card
+    assert f"{metrics['hog_floor_real_faces_test']['accuracy']:.3f}" in card
+    assert "scripts/build_builtin_model.py" in card
+
+
+def test_loads_by_name_with_its_provenance(builtin):
+    assert builtin.info["builtin"] is True and builtin.info["source"] == "builtin"
+    assert builtin.labels == ["fear", "anger", "disgust", "happy", "sad", "positive", "neutral"]
+    assert builtin.num_frames > 1  # it reads video windows, not only stills
+    assert builtin.face_settings.detector == "yunet" and builtin.face_settings.align
+
+
+def test_predict_image_returns_every_face_largest_first(builtin):
+    faces = builtin.predict_image(cv2.imread(str(SHARED / "media" / "multi_face.jpg")))
+    assert len(faces) == 5
+    areas = [box.area for box, _ in faces]
+    assert areas == sorted(areas, reverse=True)
+    for _, pred in faces:
+        assert abs(float(pred.probs.sum()) - 1.0) < 1e-4 and -1.0 <= pred.valence <= 1.0
+
+
+def test_labels_the_labelled_stills(builtin):
+    """A sanity check the issue asks for (at least 3 of 4); these stills are never training input."""
+    got = {name: builtin.predict_image(cv2.imread(str(SHARED / "media" / name)))[0][1].label for name in STILLS}
+    correct = [name for name, want in STILLS.items() if got[name] == want]
+    assert len(correct) >= 3, f"the built-in model read {got}, expected {STILLS}"
+
+
+def test_analyze_uses_it_by_default(tmp_path):
+    out = tmp_path / "report"
+    result = CliRunner().invoke(app, ["analyze", str(SHARED / "media" / "single_face.mp4"), "--out", str(out),
+                                      "--no-progress"])
+    assert result.exit_code == 0, result.output
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["model"]["source"] == "builtin"
+
+
+def test_serve_and_the_batch_job_default_to_it(monkeypatch):
+    import yaml
+
+    monkeypatch.syspath_prepend(str(REPO))  # jobs/ and serve/ sit beside the installed package
+    from jobs.analyze import parse_args
+    from serve.schemas import ServeArgs
+
+    assert ServeArgs().model_uri == "builtin"
+    config = yaml.safe_load((REPO / "serve" / "config.yaml").read_text())
+    application = config["applications"][0]
+    assert application["args"]["model_uri"] == "builtin"
+    assert application["deployments"][0]["user_config"]["model_uri"] == "builtin"
+    assert parse_args(["lessons/", "--out", "out/"]).model == "builtin"
