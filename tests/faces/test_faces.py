@@ -17,8 +17,8 @@ import pytest
 from classemo.faces import (FaceBox, FaceInputError, FacePath, FaceSettings, YuNetDetector, align_face, eye_angle,
                             legacy_settings, make_detector, packaged_yunet_path, warn_if_different)
 from classemo.faces.detectors import YUNET_SHA256
+from helpers import MEDIA, REPO
 
-REPO = Path(__file__).resolve().parents[2]
 STILLS = ("0-f15-hao-ph.jpg", "15-f13-anc-ph.jpg", "0-f1-su-ph.jpg", "45-m7-di-ph.jpg")
 
 
@@ -27,8 +27,8 @@ def path() -> FacePath:
     return FacePath()
 
 
-def _media(shared_dir: Path, name: str) -> np.ndarray:
-    image = cv2.imread(str(shared_dir / "media" / name))
+def _media(name: str) -> np.ndarray:
+    image = cv2.imread(str(MEDIA / name))
     assert image is not None, name
     return image
 
@@ -48,7 +48,7 @@ def test_packaged_model_is_the_recorded_file() -> None:
 
 
 @pytest.mark.slow
-def test_wheel_ships_the_model_and_detects_from_the_install(tmp_path: Path, shared_dir: Path) -> None:
+def test_wheel_ships_the_model_and_detects_from_the_install(tmp_path: Path) -> None:
     """Build a wheel from the project's own files, install it into an empty folder and detect from there."""
     src = tmp_path / "src"
     src.mkdir()
@@ -66,25 +66,25 @@ def test_wheel_ships_the_model_and_detects_from_the_install(tmp_path: Path, shar
     subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(site), str(wheel)], **run)
     code = ("import sys, cv2, classemo.faces as f; p = f.packaged_yunet_path(); "
             f"assert str(p).startswith({str(site)!r}), p; "
-            f"print(len(f.FacePath().faces(cv2.imread({str(shared_dir / 'media' / 'multi_face.jpg')!r}))))")
+            f"print(len(f.FacePath().faces(cv2.imread({str(MEDIA / 'multi_face.jpg')!r}))))")
     out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env={"PYTHONPATH": str(site)}, **run)
     assert out.stdout.strip() == "5"
 
 
-def test_faces_of_the_shared_photos(path: FacePath, shared_dir: Path) -> None:
-    faces = path.faces(_media(shared_dir, "multi_face.jpg"))
+def test_faces_of_the_media_photos(path: FacePath) -> None:
+    faces = path.faces(_media("multi_face.jpg"))
     assert len(faces) == 5 and all(f.aligned for f in faces)
     assert [f.box.area for f in faces] == sorted((f.box.area for f in faces), reverse=True)
     for name in (*STILLS, "single_face.jpg"):
-        found = path.faces(_media(shared_dir, name))
+        found = path.faces(_media(name))
         assert len(found) == 1, name
         assert found[0].crop.shape == (112, 112, 3) and found[0].crop.dtype == np.uint8
         marks = np.asarray(found[0].box.landmarks)
         assert marks[0, 0] < marks[1, 0]  # the subject's right eye is on the image's left, as the template has it
 
 
-def test_no_face_video_has_no_faces(path: FacePath, shared_dir: Path) -> None:
-    cap = cv2.VideoCapture(str(shared_dir / "media" / "no_face.mp4"))
+def test_no_face_video_has_no_faces(path: FacePath) -> None:
+    cap = cv2.VideoCapture(str(MEDIA / "no_face.mp4"))
     seen = 0
     while (r := cap.read())[0]:
         assert path.faces(r[1]) == [], f"a face in frame {seen} of no_face.mp4"
@@ -93,8 +93,8 @@ def test_no_face_video_has_no_faces(path: FacePath, shared_dir: Path) -> None:
 
 
 @pytest.mark.parametrize("degrees", [20, -20])
-def test_alignment_levels_the_eyes_of_a_rotated_face(path: FacePath, shared_dir: Path, degrees: float) -> None:
-    rotated = _rotate(_media(shared_dir, "single_face.jpg"), degrees)
+def test_alignment_levels_the_eyes_of_a_rotated_face(path: FacePath, degrees: float) -> None:
+    rotated = _rotate(_media("single_face.jpg"), degrees)
     (face,) = path.faces(rotated)
     assert abs(eye_angle(face.box.landmarks)) > 10  # the input really is tilted
     # Find the eyes again on the aligned crop (enlarged, with context for the detector): they must be level.
@@ -103,15 +103,15 @@ def test_alignment_levels_the_eyes_of_a_rotated_face(path: FacePath, shared_dir:
     assert abs(eye_angle(again.landmarks)) <= 3.0
 
 
-def test_alignment_is_deterministic(shared_dir: Path) -> None:
-    image = _media(shared_dir, "multi_face.jpg")
+def test_alignment_is_deterministic() -> None:
+    image = _media("multi_face.jpg")
     first = [f.crop for f in FacePath().faces(image)]
     second = [f.crop for f in FacePath().faces(image.copy())]
     assert len(first) == 5 and all(np.array_equal(a, b) for a, b in zip(first, second))
 
 
-def test_grey_and_alpha_images_are_read(path: FacePath, shared_dir: Path) -> None:
-    image = _media(shared_dir, "single_face.jpg")
+def test_grey_and_alpha_images_are_read(path: FacePath) -> None:
+    image = _media("single_face.jpg")
     grey = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
     bgra = cv2.cvtColor(image, cv2.COLOR_BGR2BGRA)
     assert len(path.faces(grey)) == 1 and path.faces(grey)[0].crop.shape == (112, 112, 3)
@@ -129,8 +129,8 @@ def test_unreadable_images_get_a_clear_error(path: FacePath, bad: object, messag
         path.faces(bad)  # type: ignore[arg-type]
 
 
-def test_face_cut_by_the_border_is_cropped(path: FacePath, shared_dir: Path) -> None:
-    image = _media(shared_dir, "single_face.jpg")
+def test_face_cut_by_the_border_is_cropped(path: FacePath) -> None:
+    image = _media("single_face.jpg")
     (face,) = path.faces(image)
     # Keep only the right part of the face: its left eye and mouth corner fall outside the new image.
     x_cut = int(np.asarray(face.box.landmarks)[:, 0].min()) + 5
@@ -145,8 +145,8 @@ def test_face_cut_by_the_border_is_cropped(path: FacePath, shared_dir: Path) -> 
     assert crop.shape == (64, 64, 3)
 
 
-def test_tiny_faces_are_skipped_and_counted(shared_dir: Path) -> None:
-    image = _media(shared_dir, "multi_face.jpg")
+def test_tiny_faces_are_skipped_and_counted() -> None:
+    image = _media("multi_face.jpg")
     small = cv2.resize(image, None, fx=0.25, fy=0.25, interpolation=cv2.INTER_AREA)  # faces ~20-27 px
     strict = FacePath(FaceSettings(min_face=40))
     assert strict.faces(small) == [] and strict.too_small >= 3
@@ -164,8 +164,8 @@ def test_missing_or_corrupt_model_file(tmp_path: Path) -> None:
         FacePath(FaceSettings(model_path=str(corrupt)))
 
 
-def test_unusable_landmarks_fall_back_to_the_box(path: FacePath, shared_dir: Path) -> None:
-    image = _media(shared_dir, "single_face.jpg")
+def test_unusable_landmarks_fall_back_to_the_box(path: FacePath) -> None:
+    image = _media("single_face.jpg")
     box = FaceBox(100, 100, 200, 200, 0.9, landmarks=((150.0, 150.0),) * 5)  # both eyes on one point
     crop, aligned = path.crop(image, box)
     assert crop.shape == (112, 112, 3) and not aligned
@@ -190,7 +190,7 @@ def test_settings_round_trip_legacy_and_warnings(caplog: pytest.LogCaptureFixtur
     assert msg is not None and "detector: 'haar' here vs 'yunet' in training" in msg and "mixed" in caplog.text
 
 
-def test_haar_stays_selectable(shared_dir: Path) -> None:
+def test_haar_stays_selectable() -> None:
     haar = FacePath(FaceSettings(detector="haar", align=False))
-    faces = haar.faces(_media(shared_dir, "single_face.jpg"))
+    faces = haar.faces(_media("single_face.jpg"))
     assert len(faces) == 1 and faces[0].box.landmarks is None and not faces[0].aligned

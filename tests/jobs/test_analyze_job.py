@@ -11,7 +11,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from helpers import SHARED
+from helpers import MEDIA
 
 pytestmark = [pytest.mark.ray, pytest.mark.s3, pytest.mark.slow]
 
@@ -85,7 +85,7 @@ def videos(tmp_path_factory: pytest.TempPathFactory) -> Path:
                              seed=seed, size=(480, 270))
     (root / "tue/broken.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42" + bytes(range(256)) * 8)
     (root / "wed").mkdir()
-    (root / "wed/empty_room.mp4").write_bytes((SHARED / "media" / "no_face.mp4").read_bytes())
+    (root / "wed/empty_room.mp4").write_bytes((MEDIA / "no_face.mp4").read_bytes())
     return root
 
 
@@ -179,9 +179,9 @@ def test_bad_source_model_or_option_is_one_line_and_exit_2(tmp_path: Path, check
     (tmp_path / "list.txt").write_text("# nothing\n")
     cases = [([str(tmp_path / "nope"), "--model", str(checkpoint)], "no such folder, S3 prefix, video or list file"),
              ([str(tmp_path / "list.txt"), "--model", str(checkpoint)], "names no video"),
-             ([str(SHARED / "media"), "--model", str(tmp_path / "no-model")], "does not exist"),
-             ([str(SHARED / "media"), "--model", str(checkpoint), "--segment-s", "0"], "segment length"),
-             ([str(SHARED / "media"), "--model", str(checkpoint), "--teacher", "front"], "teacher must be")]
+             ([str(MEDIA), "--model", str(tmp_path / "no-model")], "does not exist"),
+             ([str(MEDIA), "--model", str(checkpoint), "--segment-s", "0"], "segment length"),
+             ([str(MEDIA), "--model", str(checkpoint), "--teacher", "front"], "teacher must be")]
     for argv, message in cases:
         assert main([*argv, "--out", str(tmp_path / "out")]) == 2
         err = capsys.readouterr().err

@@ -16,6 +16,8 @@ import httpx
 import numpy as np
 import pytest
 
+from helpers import MEDIA
+
 pytestmark = [pytest.mark.serve, pytest.mark.ray]
 
 TOL = 1e-5  # float32 on both sides: the 1e-5 parity is an fp32 property (bf16 varies with batch size)
@@ -153,13 +155,13 @@ def test_clips_match_predictor(client, checkpoints):
         assert got["faces"] is None
 
 
-def test_detect_faces_uses_the_models_face_path(client, shared_dir, checkpoints):
+def test_detect_faces_uses_the_models_face_path(client, checkpoints):
     """Serve crops with the checkpoint's face settings (YuNet, aligned), exactly as the converters and analyze do:
     its prediction for a whole photo equals the model's on the face path's own crop."""
     from classemo.faces import FacePath
     from classemo.predictor import Predictor
 
-    photo = shared_dir / "media" / "single_face.jpg"
+    photo = MEDIA / "single_face.jpg"
     local = Predictor.from_checkpoint(checkpoints[0], device="cpu", dtype="float32")
     (face,) = FacePath(local.face_settings).faces(cv2.imread(str(photo)))
     assert face.aligned

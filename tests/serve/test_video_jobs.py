@@ -14,6 +14,8 @@ import httpx
 import numpy as np
 import pytest
 
+from helpers import MEDIA
+
 APP = "classemo"
 REPO = Path(__file__).resolve().parents[2]
 TTL_S = 3600.0
@@ -260,10 +262,10 @@ def test_a_lost_runner_is_restarted_when_polled(client, tmp_path):
 
 @pytest.mark.serve
 @pytest.mark.ray
-def test_report_downloads_as_html_and_an_expired_job_404s(client, jobs_dir, shared_dir):
+def test_report_downloads_as_html_and_an_expired_job_404s(client, jobs_dir):
     from serve.jobs import JobRecord, now
 
-    job_id = _submit(client, (shared_dir / "media" / "single_face.mp4").read_bytes(), "face.mp4")
+    job_id = _submit(client, (MEDIA / "single_face.mp4").read_bytes(), "face.mp4")
     r = client.get(f"/v1/videos/{job_id}/report")
     assert r.status_code == 404 and job_id in r.text and "until its status is done" in r.text
     job = _wait(_poll(client), job_id)

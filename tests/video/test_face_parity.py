@@ -11,13 +11,14 @@ import numpy as np
 from classemo.data.convert_images import convert_images
 from classemo.data.format import SPLITS, read_split
 from classemo.video.pipeline import analyze_video
+from helpers import MEDIA
 
 
-def test_converter_and_analyze_cut_the_same_crop(tmp_path: Path, shared_dir: Path, tiny_predictor) -> None:
+def test_converter_and_analyze_cut_the_same_crop(tmp_path: Path, tiny_predictor) -> None:
     src = tmp_path / "photos"
     src.mkdir()
     for name in ("single_face.jpg", "multi_face.jpg"):
-        (src / name).write_bytes((shared_dir / "media" / name).read_bytes())
+        (src / name).write_bytes((MEDIA / name).read_bytes())
     (src / "labels.csv").write_text("image,label\nsingle_face.jpg,happy\nmulti_face.jpg,happy\n")
     face = tiny_predictor.face_settings
     manifest, _ = convert_images(src, str(tmp_path / "data"), image_size=face.size, margin=face.margin,

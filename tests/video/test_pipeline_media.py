@@ -1,4 +1,4 @@
-"""analyze_video on the real media in ../shared/media: tracks, empty reports, stills, outputs and bad input."""
+"""analyze_video on the real media in tests/fixtures/media: tracks, empty reports, stills, outputs and bad input."""
 
 from __future__ import annotations
 
@@ -11,14 +11,15 @@ from typer.testing import CliRunner
 
 from classemo.video.decode import VideoError
 from classemo.video.pipeline import analyze_video
+from helpers import MEDIA
 
 
 @pytest.fixture(scope="module")
-def results(shared_dir: Path, tiny_predictor, tmp_path_factory: pytest.TempPathFactory) -> dict:
+def results(tiny_predictor, tmp_path_factory: pytest.TempPathFactory) -> dict:
     """Each medium analysed once; the tests below read the results."""
     out = {}
     for name in ("single_face.mp4", "WolfgangLanger_Pexels.mp4", "no_face.mp4", "multi_face.jpg"):
-        out[name] = analyze_video(shared_dir / "media" / name, tiny_predictor, out_dir=tmp_path_factory.mktemp("a"),
+        out[name] = analyze_video(MEDIA / name, tiny_predictor, out_dir=tmp_path_factory.mktemp("a"),
                                   progress=False, segment_s=10)
     return out
 
@@ -80,20 +81,20 @@ def test_still_image_is_one_frame_with_several_faces(results: dict) -> None:
     assert res.summary["segments"][0]["num_rows"] == len(res.tracks)
 
 
-def test_save_crops_opt_in(shared_dir: Path, tiny_predictor, tmp_path: Path) -> None:
-    res = analyze_video(shared_dir / "media" / "single_face.mp4", tiny_predictor, out_dir=tmp_path, progress=False,
+def test_save_crops_opt_in(tiny_predictor, tmp_path: Path) -> None:
+    res = analyze_video(MEDIA / "single_face.mp4", tiny_predictor, out_dir=tmp_path, progress=False,
                         save_crops=True, teacher="0")
     crops = sorted((tmp_path / "crops").rglob("*.png"))
     assert len(crops) == res.tracks[0]["frames"] and "WERE saved" in res.summary["privacy"]
     assert set(res.timeline["role"]) == {"teacher"} and res.summary["overall"]["teacher_activity"] is not None
 
 
-def test_bad_input_and_settings(tmp_path: Path, shared_dir: Path, tiny_predictor) -> None:
+def test_bad_input_and_settings(tmp_path: Path, tiny_predictor) -> None:
     txt = tmp_path / "lesson.mp4"
     txt.write_text("not a video\n" * 100)
     with pytest.raises(VideoError, match="lesson.mp4: cannot be opened as a video"):
         analyze_video(txt, tiny_predictor, out_dir=tmp_path / "o", progress=False)
-    single = shared_dir / "media" / "single_face.mp4"
+    single = MEDIA / "single_face.mp4"
     with pytest.raises(ValueError, match="segment length must be a positive number"):
         analyze_video(single, tiny_predictor, out_dir=tmp_path / "o", segment_s=0, progress=False)
     with pytest.raises(ValueError, match="longer than the model takes"):
@@ -102,7 +103,7 @@ def test_bad_input_and_settings(tmp_path: Path, shared_dir: Path, tiny_predictor
         analyze_video(single, tiny_predictor, out_dir=tmp_path / "o", teacher="the tall one", progress=False)
 
 
-def test_cli(tmp_path: Path, shared_dir: Path, tiny_predictor) -> None:
+def test_cli(tmp_path: Path, tiny_predictor) -> None:
     from classemo.cli import app
 
     ckpt = tiny_predictor.info["source"]
@@ -111,17 +112,17 @@ def test_cli(tmp_path: Path, shared_dir: Path, tiny_predictor) -> None:
     bad.write_bytes(b"\x00" * 1000)
     r = runner.invoke(app, ["analyze", str(bad), "--model", ckpt, "--out", str(tmp_path / "o")])
     assert r.exit_code == 2 and "x.mp4: cannot be opened as a video" in r.output and "Traceback" not in r.output
-    r = runner.invoke(app, ["analyze", str(shared_dir / "media" / "single_face.mp4"), "--model", ckpt,
+    r = runner.invoke(app, ["analyze", str(MEDIA / "single_face.mp4"), "--model", ckpt,
                             "--out", str(tmp_path / "o"), "--no-progress", "--segment-s", "1"])
     assert r.exit_code == 0, r.output
     assert "1 person(s) tracked" in r.output and (tmp_path / "o" / "report.html").is_file()
     assert len(json.loads((tmp_path / "o" / "summary.json").read_text())["segments"]) == 3
-    r = runner.invoke(app, ["analyze", str(shared_dir / "media" / "single_face.mp4"), "--model",
+    r = runner.invoke(app, ["analyze", str(MEDIA / "single_face.mp4"), "--model",
                             str(tmp_path / "nope"), "--out", str(tmp_path / "o")])
     assert r.exit_code == 2 and "does not exist" in r.output
 
 
-def test_checkpoint_without_face_settings_analyses_with_haar(shared_dir: Path, tmp_path: Path) -> None:
+def test_checkpoint_without_face_settings_analyses_with_haar(tmp_path: Path) -> None:
     """A checkpoint made before face settings existed keeps its old path: Haar boxes, unaligned crops."""
     import torch
 
@@ -133,6 +134,6 @@ def test_checkpoint_without_face_settings_analyses_with_haar(shared_dir: Path, t
     torch.manual_seed(0)
     save_model_checkpoint(create_model("classemo_tiny", num_classes=7), tmp_path / "old", labels=LabelSet.paper())
     old = Predictor.from_checkpoint(tmp_path / "old", device="cpu")
-    res = analyze_video(shared_dir / "media" / "single_face.jpg", old, out_dir=tmp_path / "o", progress=False)
+    res = analyze_video(MEDIA / "single_face.jpg", old, out_dir=tmp_path / "o", progress=False)
     face = res.summary["analysis"]["face"]
     assert face["detector"] == "haar" and not face["align"] and res.summary["analysis"]["face_detections"] == 1
