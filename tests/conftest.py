@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import REPO, SHARED, free_port
+from helpers import REPO, free_port
 
 # Nothing in the tests talks to anything but 127.0.0.1.
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
@@ -18,13 +18,6 @@ os.environ.setdefault("DO_NOT_TRACK", "1")
 # jobs/, tune/ and serve/ are Ray entry points run from the working directory, not an installed package.
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
-
-
-@pytest.fixture(scope="session")
-def shared_dir() -> Path:
-    if not SHARED.is_dir():
-        pytest.fail(f"../shared is missing (expected at {SHARED}); the tests read real media from it")
-    return SHARED
 
 
 @pytest.fixture(scope="session")

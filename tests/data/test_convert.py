@@ -1,41 +1,40 @@
-"""Converters and face detection on fixtures built in the test (real faces from ../shared, corrupt files made here),
-and the image-folder converter on the whole of ../shared/data/faces-muxspace."""
+"""Converters and face detection on fixtures built in the test (real faces from the committed faces-muxspace subset,
+corrupt files made here), the image-folder converter on that subset, and on the whole of faces-muxspace when
+CLASSEMO_DATA_DIR holds it."""
 
 from __future__ import annotations
 
 import csv
 import json
+import re
 import time
+from collections import Counter
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
+import yaml
 from typer.testing import CliRunner
 
 from classemo.cli import app
-from classemo.data.convert import ConversionError, assign_splits
+from classemo.data.convert import ConversionError, ConversionSummary, assign_splits
 from classemo.data.convert_afew_va import convert_afew_va
 from classemo.data.convert_images import convert_images
 from classemo.data.convert_videos import convert_videos
 from classemo.faces import FaceBox, crop_face, largest_face
 from classemo.faces.haar import HaarFaceDetector
-from classemo.data.format import SPLITS, read_manifest, read_split
+from classemo.data.format import SPLITS, Manifest, read_manifest, read_split
 from classemo.labels import LabelSet
+from helpers import MUXSPACE_FACES, MUXSPACE_SUBJECT, MUXSPACE_SUBSET, REPO, require_data_set
 
-REPO = Path(__file__).resolve().parents[2]
-# Frontal faces that the default detector finds both as they are and pasted small onto a larger canvas.
-FACES = ["Aaron_Peirsol_0004.jpg", "Abdel_Aziz_Al-Hakim_0001.jpg", "Abdullah_0004.jpg", "Abdullah_Gul_0003.jpg",
-         "Abdullah_Nasseef_0001.jpg", "Abdullatif_Sener_0002.jpg", "Abner_Martinez_0001.jpg", "Adam_Mair_0001.jpg"]
 LABELS = LabelSet.paper()
-# The person is the name before the last underscore: Aaron_Peirsol_0004.jpg, Avinash_10.jpg, Dwarakish_117.jpg.
-MUXSPACE_SUBJECT = r"^(?P<subject>.+)_[^_]+$"
+MUXSPACE_MAP = REPO / "configs" / "label_maps" / "muxspace.yaml"
 
 
 @pytest.fixture(scope="module")
-def faces(shared_dir) -> list[np.ndarray]:
-    root = shared_dir / "data" / "faces-muxspace" / "images"
-    return [cv2.imread(str(root / n)) for n in FACES]
+def faces() -> list[np.ndarray]:
+    return [cv2.imread(str(MUXSPACE_SUBSET / "images" / n)) for n in MUXSPACE_FACES]
 
 
 def _rows(root: Path | str) -> dict[str, dict]:
@@ -308,8 +307,8 @@ def test_afew_va_per_frame_annotations(tmp_path, faces):
     labels_csv.write_text("clip,label\n001,happiness\n002,sadness\n")
     with pytest.raises(ConversionError, match=r"\['happiness', 'sadness'\]"):
         convert_afew_va(src, str(tmp_path / "o2"), labels_csv=labels_csv, progress=False)
-    _, summary = convert_afew_va(src, str(tmp_path / "o2"), labels_csv=labels_csv, progress=False,
-                                 label_map=REPO / "configs" / "label_maps" / "muxspace.yaml")
+    _, summary = convert_afew_va(src, str(tmp_path / "o2"), labels_csv=labels_csv, label_map=MUXSPACE_MAP,
+                                 progress=False)
     assert summary.reasons["no label in labels CSV"] == 1  # clip 005 has no CSV row (003, 004 fail earlier)
 
 
@@ -366,13 +365,49 @@ def test_convert_to_s3(tmp_path, faces, s3_bucket):
 # the real labelled folder
 
 
+def _convert_muxspace(src: Path, out: Path) -> tuple[Manifest, ConversionSummary]:
+    """Convert a faces-muxspace folder as docs/data-format.md does: split by person, whole image when no face."""
+    return convert_images(src, str(out), whole_image_fallback=True, progress=False, label_map=MUXSPACE_MAP,
+                          subject_pattern=MUXSPACE_SUBJECT)
+
+
+def _splits_of(root: Path) -> dict[str, set[str]]:
+    """person -> the splits that hold a photo of them (one each, when the split is by person)."""
+    splits_of: dict[str, set[str]] = {}
+    for split in SPLITS:
+        for subject in read_split(root, split).column("subject_id").to_pylist():
+            splits_of.setdefault(subject, set()).add(split)
+    return splits_of
+
+
+def test_muxspace_subset(tmp_path):
+    """The committed subset converts as the whole set does: every row in, by person, faces found, every class."""
+    with open(MUXSPACE_SUBSET / "labels.csv", newline="") as f:
+        emotion_of = {r["image"]: r["emotion"] for r in csv.DictReader(f)}
+    manifest, summary = _convert_muxspace(MUXSPACE_SUBSET, tmp_path / "mux")
+    assert summary.inputs == len(emotion_of) == summary.converted + summary.rejected
+    assert summary.rejected == 0 and summary.converted == summary.face_found + summary.whole_image_fallback
+    assert summary.face_found / summary.inputs >= 0.97  # YuNet, measured: 116 of 118 (the whole set: 99.2%)
+    # By person: no one in two splits, every split holds someone, and the subset keeps the people it promises.
+    assert summary.split_by == "subject"
+    splits_of = _splits_of(tmp_path / "mux")
+    people = {re.match(MUXSPACE_SUBJECT, name)["subject"] for name in emotion_of}
+    assert set(splits_of) == people and len(people) >= 40
+    assert all(len(s) == 1 for s in splits_of.values())
+    assert {split for s in splits_of.values() for split in s} == set(SPLITS)
+    # Every source class is in the subset, so the label map's targets are all 7 labels, with the counts it promises.
+    label_map = yaml.safe_load(MUXSPACE_MAP.read_text())
+    assert set(emotion_of.values()) == set(label_map)
+    total = Counter({label: sum(manifest.label_counts[s][label] for s in SPLITS) for label in LABELS.names})
+    assert total == Counter(label_map[e] for e in emotion_of.values())
+    assert all(total[label] > 0 for label in LABELS.names), total
+
+
 @pytest.mark.slow  # ~22 s of CPU; its wall time depends on what else shares the 2 cores
-def test_muxspace_folder(tmp_path, shared_dir):
-    src = shared_dir / "data" / "faces-muxspace"
+def test_muxspace_folder(tmp_path):
+    src = require_data_set("faces-muxspace")
     start, cpu_start = time.perf_counter(), time.process_time()
-    manifest, summary = convert_images(src, str(tmp_path / "mux"), whole_image_fallback=True, progress=False,
-                                       label_map=REPO / "configs" / "label_maps" / "muxspace.yaml",
-                                       subject_pattern=MUXSPACE_SUBJECT)
+    manifest, summary = _convert_muxspace(src, tmp_path / "mux")
     seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu_start
     rate = summary.face_found / summary.inputs
     print(f"\nfaces-muxspace: {summary.format()}\n  face found in {rate:.1%} of {summary.inputs} inputs, "
@@ -385,10 +420,7 @@ def test_muxspace_folder(tmp_path, shared_dir):
     assert manifest.num_clips == 1925 and manifest.label_counts["train"]["positive"] > 0
     # Split by person (the file-name prefix): 1,030 people, none of them in two splits.
     assert summary.split_by == "subject"
-    splits_of: dict[str, set] = {}
-    for split in SPLITS:
-        for subject in read_split(tmp_path / "mux", split).column("subject_id").to_pylist():
-            splits_of.setdefault(subject, set()).add(split)
+    splits_of = _splits_of(tmp_path / "mux")
     assert len(splits_of) == 1030 and all(len(s) == 1 for s in splits_of.values())
     # CPU time, not wall time: the converter is one process, and wall time on a shared machine measures the load.
     assert cpu_seconds < 60
