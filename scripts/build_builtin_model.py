@@ -2,7 +2,8 @@
 
     python scripts/build_builtin_model.py [--work data/builtin-build] [--install]
 
-1. `classemo data convert images` on ../shared/data/faces-muxspace (real faces, Apache-2.0), split by person;
+1. `classemo data convert images` on the whole of faces-muxspace (real faces, Apache-2.0), split by person: --faces,
+   by default $CLASSEMO_DATA_DIR/faces-muxspace (../shared/data/faces-muxspace when the variable is unset);
 2. `classemo data synth` at 64 px, 4-frame sequences (time and annotated valence/arousal);
 3. `classemo data merge` of the two;
 4. stage 1, real faces: `python jobs/train.py --config configs/train_muxspace.yaml` on the real faces alone, at the
@@ -11,8 +12,8 @@
    dataset, so the temporal encoder and the valence/arousal head learn sequences while the real faces stay in every
    batch; the best checkpoint is exported;
 6. scores on each source's test split (`classemo.evaluate.evaluate_dataset`), the HOG + linear-SVM floor on the
-   real faces' split in the same run, and the four labelled stills of ../shared/media (a sanity check only: they
-   are never training input);
+   real faces' split in the same run, and the four labelled stills of tests/fixtures/media (a sanity check only:
+   they are never training input);
 7. with `--install`, the checkpoint goes to classemo/builtin/ and the figures to classemo/builtin/metrics.json,
    which MODEL_CARD.md quotes.
 """
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -28,10 +30,13 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED = ROOT.parent / "shared"
+# The whole data sets are not in the repository (tests/fixtures/faces-muxspace is only a slice for the tests).
+DATA_DIR = Path(os.environ.get("CLASSEMO_DATA_DIR", ROOT.parent / "shared" / "data"))
+MEDIA = ROOT / "tests" / "fixtures" / "media"
 sys.path.insert(0, str(ROOT / "bench"))  # the HOG floor is a bench script, not part of the package
 
-# The four stills whose file names carry an expression code (../shared/media/SOURCES.md), as this label set names it.
+# The four stills whose file names carry an expression code (tests/fixtures/media/SOURCES.md), as this label set
+# names them.
 STILLS = {"0-f15-hao-ph.jpg": "happy", "15-f13-anc-ph.jpg": "anger", "45-m7-di-ph.jpg": "disgust",
           "0-f1-su-ph.jpg": "positive"}
 SUBJECT_PATTERN = r"^(?P<subject>.+)_[^_]+$"
@@ -67,7 +72,7 @@ def stills(model: Path) -> dict:
     predictor = Predictor.from_checkpoint(model)
     out = {}
     for name, want in STILLS.items():
-        faces = predictor.predict_image(cv2.imread(str(SHARED / "media" / name)))
+        faces = predictor.predict_image(cv2.imread(str(MEDIA / name)))
         if not faces:
             out[name] = {"expected": want, "predicted": None, "correct": False}
             continue
@@ -124,7 +129,8 @@ def render_card(metrics: dict, checkpoint: Path) -> str:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--work", type=Path, default=ROOT / "data" / "builtin-build", help="datasets and run outputs")
-    ap.add_argument("--faces", type=Path, default=SHARED / "data" / "faces-muxspace", help="the real-face folder")
+    ap.add_argument("--faces", type=Path, default=DATA_DIR / "faces-muxspace",
+                    help="the real-face folder (default: $CLASSEMO_DATA_DIR/faces-muxspace)")
     ap.add_argument("--stage1-config", default="configs/train_muxspace.yaml", help="stage 1: real faces alone")
     ap.add_argument("--stage1-epochs", type=int, default=16)
     ap.add_argument("--config", default="configs/builtin.yaml", help="stage 2: the merged dataset")
