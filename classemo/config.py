@@ -109,6 +109,8 @@ class RunConfig:
     experiment: str = "classemo"  # MLflow experiment
     storage_path: str = "runs"  # Ray Train storage (local dir made absolute on the driver, or s3://)
     tracking_uri: str = ""  # MLflow tracking URI; empty: classemo.tracking.tracking_uri() resolved on the driver
+    system_metrics: bool = True  # CPU, memory, disk and (with a GPU) GPU curves of the job's parent run, in MLflow
+    system_metrics_interval_s: float = 10.0  # seconds between two samples of those curves
     register: bool = True  # register the model as `classemo` and maybe move `champion`
     registered_name: str = "classemo"
     export_model: str = ""  # also copy the best unified checkpoint (config.json + model.pt) to this directory

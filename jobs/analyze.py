@@ -317,7 +317,12 @@ def configure_data() -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from classemo.tracking import absolute_output
+    from jobs.paths import persistent_home
+
     args = parse_args(argv)
+    persistent_home()  # under `ray job submit`: a relative --out and the default MLflow store outlive Ray's copy
+    args.out = absolute_output(args.out)
     try:
         job = Job(args)
     except (BatchError, CheckpointError, ValueError) as e:

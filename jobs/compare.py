@@ -89,20 +89,24 @@ def run_compare(cc: CompareConfig) -> dict[str, Any]:
     import mlflow
 
     from classemo.data.dataset import DatasetError
+    from classemo.mlflow_data import log_data_inputs
+    from classemo.tracking import start_job_run
 
     cfg = job_train.resolve_paths(cc.job)
     cfg.run.register = False  # a comparison scores models; it does not move the serving champion
     info = job_train.ensure_dataset(cfg)
     job_train.init_ray(cfg)
     mlflow.set_tracking_uri(cfg.run.tracking_uri)
-    mlflow.set_experiment(cfg.run.experiment)
     stamp = time.strftime("%Y%m%d-%H%M%S")
     out_dir = Path(cc.out_dir).expanduser().resolve() / f"{cfg.run.name}-{stamp}"
     test_clips = int(info.manifest.counts.get("test", 0))
     if test_clips == 0:
         raise DatasetError(f"{cfg.data.root} has no test clips: the comparison scores every model on its test split")
-    with mlflow.start_run(run_name=cfg.run.name, tags={"classemo.compare": "true"}) as parent:
+    with start_job_run(experiment=cfg.run.experiment, run_name=cfg.run.name, tags={"classemo.compare": "true"},
+                       system_metrics=cfg.run.system_metrics, interval_s=cfg.run.system_metrics_interval_s) as parent:
+        job_train.print_tracking(cfg.run.tracking_uri, parent.info.experiment_id, parent.info.run_id)
         mlflow.log_text(cfg.to_yaml(), "config.yaml")
+        log_data_inputs(parent.info.run_id, info)
         mlflow.log_dict({"rows": [vars(r) for r in cc.rows]}, "compare_rows.json")
         generator_dir = cfg.stargan.checkpoint
         if cfg.stargan.enabled and any(r.is_paper_model for r in cc.rows):

@@ -26,6 +26,7 @@ if __package__ in (None, ""):  # `python jobs/train.py`: make `jobs` importable 
 from classemo.config import ConfigError, JobConfig, load_config  # noqa: E402
 from classemo.training.results import (StageResult, finish_unified, gate_generator, log_stargan_grid,  # noqa: E402
                                        print_summary)
+from jobs.paths import resolve_paths  # noqa: E402,F401 - re-exported: compare and tune resolve through jobs.train
 
 if TYPE_CHECKING:
     from classemo.preprocessing import Preprocessing
@@ -36,23 +37,6 @@ class JobError(RuntimeError):
 
 
 # ---------------------------------------------------------------------------------------------------- helpers
-
-
-def resolve_paths(cfg: JobConfig) -> JobConfig:
-    """Absolute paths for everything workers read or write; MLflow URI fixed on the driver."""
-    from classemo.tracking import tracking_uri
-
-    def absolute(p: str) -> str:
-        return p if (not p or "://" in p) else str(Path(p).expanduser().resolve())
-
-    cfg.data.root = absolute(cfg.data.root)
-    cfg.run.storage_path = absolute(cfg.run.storage_path)
-    cfg.stargan.checkpoint = absolute(cfg.stargan.checkpoint)
-    cfg.run.export_model = absolute(cfg.run.export_model)
-    if cfg.unified.resume_from and not cfg.unified.resume_from.startswith(("models:/", "runs:/")):
-        cfg.unified.resume_from = absolute(cfg.unified.resume_from)
-    cfg.run.tracking_uri = cfg.run.tracking_uri or tracking_uri()
-    return cfg
 
 
 def ensure_dataset(cfg: JobConfig) -> Any:
@@ -215,10 +199,13 @@ def build_trainer(cfg: JobConfig, *, train_fn: Any, datasets: dict[str, Any], tr
     )
 
 
-def _child_run(cfg: JobConfig, parent_run_id: str | None, stage: str) -> str:
-    """A child run of the job's parent run (created by the driver; rank 0 logs into it by id)."""
+def _child_run(cfg: JobConfig, parent_run_id: str | None, stage: str, info: Any, splits: Sequence[str]) -> str:
+    """A child run of the job's parent run (created by the driver; rank 0 logs into it by id), with its params and
+    the dataset splits it trains and is scored on as MLflow dataset inputs."""
     import mlflow
     from mlflow.tracking import MlflowClient
+
+    from classemo.mlflow_data import log_data_inputs
 
     if parent_run_id is None:
         return ""
@@ -229,6 +216,7 @@ def _child_run(cfg: JobConfig, parent_run_id: str | None, stage: str) -> str:
     params = [mlflow.entities.Param(k, str(v)[:6000]) for k, v in cfg.flat().items()]
     for i in range(0, len(params), 100):
         client.log_batch(run.info.run_id, params=params[i:i + 100])
+    log_data_inputs(run.info.run_id, info, splits, client=client)
     return run.info.run_id
 
 
@@ -277,7 +265,7 @@ def run_training(cfg: JobConfig, info: Any = None, *, generator_dir: str = "", p
                           cache=cache["train"], **inputs)
     val = {k: clip_pipeline(v, train=False, augment=False, cache=cache["val"], **inputs)
            for k, v in val_shards(read_split(info, "val"), cfg.scaling.num_workers).items()}
-    run_id = _child_run(cfg, parent_run_id, "unified")
+    run_id = _child_run(cfg, parent_run_id, "unified", info, ("train", "val", "test"))
     trainer = build_trainer(
         cfg, train_fn=unified_train_fn, datasets={"train": train, **val},
         train_loop_config={"job": cfg.to_dict(), "labels": labels.to_list(), "class_counts": counts,
@@ -306,7 +294,7 @@ def run_stargan(cfg: JobConfig, info: Any = None, *, parent_run_id: str | None =
                           augment=d.augment, map_batch_size=d.map_batch_size)
     val = {k: peak_pipeline(v, image_size=d.image_size, train=False, augment=False, map_batch_size=d.map_batch_size)
            for k, v in val_shards(read_split(info, "val"), cfg.scaling.num_workers).items()}
-    run_id = _child_run(cfg, parent_run_id, "stargan")
+    run_id = _child_run(cfg, parent_run_id, "stargan", info, ("train", "val"))
     trainer = build_trainer(
         cfg, train_fn=stargan_train_fn, datasets={"train": train, **val},
         train_loop_config={"job": cfg.to_dict(), "labels": labels.to_list(), "tracking_uri": cfg.run.tracking_uri,
@@ -324,6 +312,9 @@ def run_job(cfg: JobConfig) -> dict[str, Any]:
     """The whole job: dataset, MLflow parent run, stage 1 (StarGAN), stage 2 (unified), evaluation."""
     import mlflow
 
+    from classemo.mlflow_data import log_data_inputs
+    from classemo.tracking import start_job_run
+
     cfg = resolve_paths(cfg)
     info = ensure_dataset(cfg)
     if not (cfg.stargan.enabled or cfg.unified.enabled):
@@ -332,12 +323,14 @@ def run_job(cfg: JobConfig) -> dict[str, Any]:
         resume_state(cfg, info.manifest)  # fail before any training starts
     init_ray(cfg)
     mlflow.set_tracking_uri(cfg.run.tracking_uri)
-    mlflow.set_experiment(cfg.run.experiment)
     out: dict[str, Any] = {"tracking_uri": cfg.run.tracking_uri}
     t0 = time.perf_counter()
-    with mlflow.start_run(run_name=cfg.run.name) as parent:
-        out["parent_run_id"] = parent.info.run_id
+    with start_job_run(experiment=cfg.run.experiment, run_name=cfg.run.name, system_metrics=cfg.run.system_metrics,
+                       interval_s=cfg.run.system_metrics_interval_s) as parent:
+        out["parent_run_id"], out["experiment_id"] = parent.info.run_id, parent.info.experiment_id
+        print_tracking(cfg.run.tracking_uri, parent.info.experiment_id, parent.info.run_id)
         mlflow.log_text(cfg.to_yaml(), "config.yaml")
+        log_data_inputs(parent.info.run_id, info)
         generator_dir = cfg.stargan.checkpoint
         if cfg.stargan.enabled:
             out["stargan"] = run_stargan(cfg, info, parent_run_id=parent.info.run_id)
@@ -348,6 +341,14 @@ def run_job(cfg: JobConfig) -> dict[str, Any]:
         out["seconds"] = time.perf_counter() - t0
         mlflow.log_metric("job_seconds", out["seconds"])
     return out
+
+
+def print_tracking(uri: str, experiment_id: str, run_id: str) -> None:
+    """Where the job's runs go, and how to look at them."""
+    from classemo.tracking import ui_link
+
+    ui = f"mlflow ui --backend-store-uri {uri}, then " if uri.startswith("sqlite:") else ""
+    print(f"[classemo] MLflow: {uri} (parent run {run_id}); {ui}{ui_link(experiment_id, run_id)}", flush=True)
 
 
 def parse_args(argv: Sequence[str] | None = None) -> JobConfig:

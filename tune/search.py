@@ -170,8 +170,9 @@ def check_state_api() -> None:
 
 
 def _storage(tc: TuneJobConfig) -> str:
-    p = tc.search.storage_path
-    return p if "://" in p else str(Path(p).expanduser().resolve())
+    from classemo.tracking import absolute_output
+
+    return absolute_output(tc.search.storage_path)
 
 
 def run_search(tc: TuneJobConfig, *, resume: str = "", stopper: Any = None) -> dict[str, Any]:
@@ -191,6 +192,9 @@ def run_search(tc: TuneJobConfig, *, resume: str = "", stopper: Any = None) -> d
     from ray import tune
     from ray.tune.search.optuna import OptunaSearch
     import optuna
+
+    from classemo.mlflow_data import log_data_inputs
+    from classemo.tracking import start_job_run
 
     t0 = time.perf_counter()
     if resume:
@@ -214,13 +218,15 @@ def run_search(tc: TuneJobConfig, *, resume: str = "", stopper: Any = None) -> d
     import ray
 
     mlflow.set_tracking_uri(job.run.tracking_uri)
-    mlflow.set_experiment(job.run.experiment)
+    metrics = dict(system_metrics=job.run.system_metrics, interval_s=job.run.system_metrics_interval_s)
     if not resume:
-        with mlflow.start_run(run_name=tc.search.name, tags={SEARCH_TAG: tc.search.name}) as parent:
+        with start_job_run(experiment=job.run.experiment, run_name=tc.search.name, tags={SEARCH_TAG: tc.search.name},
+                           system_metrics=False) as parent:
             parent_run_id = parent.info.run_id
             mlflow.log_params({f"search.{k}": str(v)[:500] for k, v in tc.search.model_dump().items()})
             mlflow.log_text(yaml.safe_dump({"search": tc.search.model_dump(), "job": job.to_dict()},
                                            sort_keys=False), "tune_config.yaml")
+            log_data_inputs(parent_run_id, info)
         exp_dir.mkdir(parents=True, exist_ok=True)
         (exp_dir / SEARCH_FILE).write_text(json.dumps({"search": tc.search.model_dump(), "job": job.to_dict(),
                                                        "parent_run_id": parent_run_id}, indent=1))
@@ -245,7 +251,10 @@ def run_search(tc: TuneJobConfig, *, resume: str = "", stopper: Any = None) -> d
             run_config=tune.RunConfig(name=s.name, storage_path=str(exp_dir.parent), callbacks=callbacks,
                                       stop=stopper, verbose=1),
         )
-    results = tuner.fit()
+    # The parent run is active while the trials run, so its system metrics cover the search.
+    with start_job_run(experiment=job.run.experiment, run_id=parent_run_id, **metrics) as parent:
+        job_train.print_tracking(job.run.tracking_uri, parent.info.experiment_id, parent_run_id)
+        results = tuner.fit()
     unfinished = _unfinished(exp_dir, tc.search.num_samples)
     if unfinished:
         raise SearchInterrupted(f"the search was interrupted with {len(unfinished)} trial(s) unfinished "

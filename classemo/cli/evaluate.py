@@ -42,12 +42,15 @@ def evaluate_command(
     if log:
         import mlflow
 
-        from classemo.tracking import tracking_uri
+        from classemo.data.dataset import inspect_dataset
+        from classemo.mlflow_data import log_data_inputs
+        from classemo.tracking import tracking_uri, use_experiment
 
         mlflow.set_tracking_uri(tracking_uri())
-        mlflow.set_experiment("classemo-evaluate")
-        with mlflow.start_run(run_name=f"evaluate-{split}"):
+        use_experiment("classemo-evaluate")
+        with mlflow.start_run(run_name=f"evaluate-{split}") as run:
             mlflow.log_params({"model": model, "data": data, "split": split, "baseline": baseline})
+            log_data_inputs(run.info.run_id, inspect_dataset(data, need=(split,)), (split,))
             log_evaluation(metrics, labels=metrics["labels"], prefix=f"{split}_")
             if base is not None:
                 mlflow.log_artifact(str(out))

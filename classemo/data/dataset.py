@@ -6,9 +6,12 @@ the identity of a validation split can be tested without Ray; `jobs/data.py` bui
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
+import json
 import os
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Sequence
 
 import pyarrow as pa
@@ -100,14 +103,28 @@ def inspect_dataset(root: str, *, need: Sequence[str] = ("train", "val")) -> Dat
     return DatasetInfo(root=root, manifest=manifest, filesystem=fs, path=path)
 
 
+def split_digest(info: DatasetInfo, split: str) -> str:
+    """A fingerprint of one split's data: the whole manifest (counts, shard names, labels, face settings, converter)
+    plus the size of each of the split's shards, so a dataset rewritten with the same counts gets another one.
+
+    MLflow's dataset inputs carry it, and registered versions carry it inside `split_id`.
+    """
+    try:
+        shards = sorted((Path(f.path).name, f.size) for f in info.filesystem.get_file_info(
+            pafs.FileSelector(info.split_dir(split), allow_not_found=True)) if f.path.endswith(".parquet"))
+    except OSError as e:
+        raise DatasetError(f"cannot list split {split!r} of {info.root}: {str(e).splitlines()[0]}") from None
+    blob = json.dumps({"manifest": dataclasses.asdict(info.manifest), "split": split, "shards": shards},
+                      sort_keys=True, default=str)
+    return hashlib.sha1(blob.encode()).hexdigest()[:12]
+
+
 def split_id(info: DatasetInfo, split: str) -> str:
-    """Identity of a split: root plus a fingerprint of its shard list and clip count.
+    """Identity of a split: its root and `split_digest`.
 
     Registered models carry it, so two scores are compared only when they were measured on the same clips.
     """
-    m = info.manifest
-    blob = f"{m.counts.get(split)}|{m.shards.get(split)}|{m.label_counts.get(split)}|{m.converter_version}"
-    return f"{info.root}#{split}:{hashlib.sha1(blob.encode()).hexdigest()[:12]}"
+    return f"{info.root}#{split}:{split_digest(info, split)}"
 
 
 def first_rows(info: DatasetInfo, split: str, num_rows: int) -> pa.Table:

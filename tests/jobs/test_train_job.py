@@ -10,6 +10,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from classemo.config import load_config
+from classemo.data.dataset import inspect_dataset, split_digest
 from classemo.predictor import Predictor
 from helpers import SMOKE
 from jobs.train import run_job
@@ -24,7 +25,7 @@ def _cfg(tmp_path: Path, root: Path, *overrides: str):
 def test_both_stages_ddp_mlflow_registry_and_champion(ray_cluster, mlflow_uri: str, tiny_dataset: Path,
                                                       tmp_path: Path) -> None:
     # Gate open: a 1-epoch StarGAN is far from good, but this run must exercise the M_H augmentation under DDP.
-    out = run_job(_cfg(tmp_path, tiny_dataset, "stargan.min_domain_acc=0"))
+    out = run_job(_cfg(tmp_path, tiny_dataset, "stargan.min_domain_acc=0", "run.system_metrics_interval_s=1"))
 
     gen = Path(out["stargan"].checkpoint_dir)
     assert json.loads((gen / "config.json").read_text())["kind"] == "stargan"
@@ -54,6 +55,23 @@ def test_both_stages_ddp_mlflow_registry_and_champion(ray_cluster, mlflow_uri: s
 
     version = client.get_model_version_by_alias("classemo", "champion")
     assert version.run_id == unified.info.run_id and out["promotion"].promoted
+
+    # The data: every split an input of the parent, the splits each stage trains and is scored on of its run
+    # (the registered version's run among them), each with the dataset's path and the split's digest.
+    info = inspect_dataset(str(tiny_dataset))
+    expected = {s: split_digest(info, s) for s in ("train", "val", "test")}
+    for run, splits in ((parent, ("train", "val", "test")), (unified, ("train", "val", "test")),
+                        (by_stage["stargan"], ("train", "val"))):
+        got = {{t.key: t.value for t in di.tags}["mlflow.data.context"]: di.dataset
+               for di in client.get_run(run.info.run_id).inputs.dataset_inputs}
+        assert {s: d.digest for s, d in got.items()} == {s: expected[s] for s in splits}, run.info.run_name
+        assert all(json.loads(d.source) == {"uri": str(tiny_dataset)} and d.source_type == "local"
+                   for d in got.values())
+    # A model-training experiment, and the parent run's CPU and memory curves.
+    assert client.get_experiment(parent.info.experiment_id).tags["mlflow.experimentKind"] == "custom_model_development"
+    system = client.get_run(parent.info.run_id).data.metrics
+    assert {"system/cpu_utilization_percentage", "system/system_memory_usage_megabytes"} <= set(system)
+    assert len(client.get_metric_history(parent.info.run_id, "system/cpu_utilization_percentage")) >= 2
     predictor = Predictor.from_checkpoint("models:/classemo@champion", device="cpu")
     assert predictor.labels == ["fear", "anger", "disgust", "happy", "sad", "positive", "neutral"]
     model = mlflow.pyfunc.load_model("models:/classemo@champion")
