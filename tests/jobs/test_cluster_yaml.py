@@ -37,3 +37,13 @@ def test_schema_rejects_a_broken_config() -> None:
     config["not_a_ray_key"] = 1
     with pytest.raises(jsonschema.ValidationError):
         validate_config(prepare_config(config))
+
+
+def test_every_node_gets_the_same_token_and_starts_ray_with_token_auth() -> None:
+    config = _load()
+    mounts = config["file_mounts"]
+    assert mounts.get("/home/ubuntu/.ray/auth_token") == "~/.ray/auth_token"
+    for key in ("head_start_ray_commands", "worker_start_ray_commands"):
+        start = [c for c in config[key] if "ray start" in c]
+        assert start and all("RAY_AUTH_MODE=token" in c for c in start), key
+    assert not any("RAY_AUTH_MODE=disabled" in str(v) for v in config.values())
