@@ -68,3 +68,25 @@ def test_batches_and_va_targets_do_not_change_the_numbers(tiny_dataset: Path, tm
     assert annotated.any()  # the synthetic data carries V/A
     rmse = float(np.sqrt(np.nanmean((va_pred[annotated, 0] - va_true[annotated, 0]) ** 2)))
     assert whole["valence_rmse"] == pytest.approx(rmse, rel=1e-4)
+
+
+def test_the_command_logs_the_split_it_scored(tiny_dataset: Path, tmp_path: Path, mlflow_uri: str) -> None:
+    import json
+
+    from mlflow.tracking import MlflowClient
+    from typer.testing import CliRunner
+
+    from classemo.cli import app
+    from classemo.data.dataset import inspect_dataset, split_digest
+
+    ckpt = _checkpoint(tmp_path / "m", FaceSettings(size=32))
+    res = CliRunner().invoke(app, ["evaluate", "--model", str(ckpt), "--data", str(tiny_dataset), "--split", "val"])
+    assert res.exit_code == 0, res.output
+    client = MlflowClient(mlflow_uri)
+    exp = client.get_experiment_by_name("classemo-evaluate")
+    assert exp.tags["mlflow.experimentKind"] == "custom_model_development"
+    (run,) = client.search_runs([exp.experiment_id])
+    (di,) = run.inputs.dataset_inputs
+    assert [(t.key, t.value) for t in di.tags] == [("mlflow.data.context", "val")]
+    assert di.dataset.digest == split_digest(inspect_dataset(str(tiny_dataset)), "val")
+    assert json.loads(di.dataset.source) == {"uri": str(tiny_dataset)} and "val_accuracy" in run.data.metrics
