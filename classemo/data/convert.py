@@ -8,6 +8,7 @@ One module per input shape, each built on what is here:
 - `convert_videos`: video clips plus a labels CSV (DAiSEE/DFEW style): frames sampled at a chosen fps, the largest
   face track cropped, one clip per video or per window of N frames;
 - `convert_afew_va`: one folder of frames per clip plus a JSON of per-frame valence/arousal;
+- `convert_ferplus`: FER+ (48x48 FER2013 faces with ten crowd votes each): soft labels, duplicates dropped;
 - `classemo.video.convert_classroom`: annotated classroom videos, cut by the analysis pipeline's own detector
   (it lives with the video pipeline it reuses, which sits above `data`).
 
@@ -22,7 +23,7 @@ import io
 import os
 import random
 from collections import Counter, defaultdict
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -257,6 +258,57 @@ def write_converted(
     if summary.inputs != summary.converted + summary.rejected:
         raise AssertionError(f"converter bookkeeping is off: {summary.format()}")
     return manifest
+
+
+def convert_clips(
+    planned: Sequence[PlannedClip], out: str, labels: LabelSet, summary: ConversionSummary, rejects: Rejects,
+    faces: "FacePath", *, load: Callable[[PlannedClip], "list[np.ndarray] | None"],
+    emit: Callable[[PlannedClip, list[bytes]], Iterator[dict]], no_face: Callable[[PlannedClip, int], None],
+    desc: str, progress: bool, image_size: int, frame_format: str, source: str, extra: dict[str, Any],
+    track: "Callable[[PlannedClip, list[np.ndarray]], list[FaceBox] | None] | None" = None,
+    whole_image_fallback: bool = False, per_frame: bool = False,
+    fallback_box: "Callable[[np.ndarray], FaceBox] | None" = None,
+) -> "Manifest":
+    """The loop every converter shares: decode a planned clip, find its face track, crop, encode, write.
+
+    One loop, so that every converter cuts faces the same way (`FacePath.crop`, the crop `analyze` and Serve make)
+    and keeps the same bookkeeping (`inputs = converted + rejected`).
+
+    Args:
+        load: A clip's decoded BGR frames; it rejects what it cannot read itself and returns None (or nothing)
+            when no frame is left.
+        emit: The output rows of a clip from its encoded crops (one row, or one per window).
+        no_face: Rejects a clip (given its number of frames) in which no face was found.
+        track: A clip's boxes, one per frame, or None for no face (default: `face_track` with `faces`).
+        whole_image_fallback: Crop the whole image when no face is found (face-centred inputs), counted apart.
+        fallback_box: The box that fallback crops (default: the whole image; FER+ leaves out its padding).
+        per_frame: Count converted/face_found/fallback per frame (image inputs) rather than per clip.
+    """
+    from classemo.faces import crop_face, whole_image_box
+
+    def rows() -> Iterator[dict]:
+        for clip in progress_bar(planned, desc, progress):
+            images = load(clip)
+            if not images:
+                continue
+            boxes = track(clip, images) if track is not None else face_track(images, faces)
+            fallback = boxes is None
+            if fallback and not whole_image_fallback:
+                no_face(clip, len(images))
+                continue
+            n = len(images) if per_frame else 1
+            if fallback:
+                boxes = [(fallback_box or whole_image_box)(im) for im in images]
+                summary.whole_image_fallback += n
+            else:
+                summary.face_found += n
+            summary.converted += n
+            crops = ([crop_face(im, box, margin=0.0, size=image_size) for im, box in zip(images, boxes)] if fallback
+                     else [faces.crop(im, box)[0] for im, box in zip(images, boxes)])
+            yield from emit(clip, [encode_frame(c, frame_format) for c in crops])
+
+    return write_converted(rows(), out, labels, summary, rejects, image_size=image_size, source=source, extra=extra,
+                           face=faces.settings)
 
 
 def progress_bar(items: Sequence, desc: str, enabled: bool) -> Any:

@@ -9,8 +9,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from classemo.data.convert import (DEFAULT_FRACTIONS, IMAGE_EXTENSIONS, ConversionError, ConversionSummary, PlannedClip,
-                                   Rejects, converter_face_path, encode_frame, face_track, map_labels, progress_bar,
-                                   read_image, read_labels_csv, split_clips, write_converted)
+                                   Rejects, convert_clips, converter_face_path, face_track, map_labels, read_image,
+                                   read_labels_csv, split_clips)
 from classemo.labels import LabelSet
 
 if TYPE_CHECKING:
@@ -133,41 +133,41 @@ def convert_afew_va(
     summary.split_by = split_clips(planned, fractions, seed)
     faces = faces or converter_face_path(detector, align, margin, image_size, yunet_model)
 
-    def rows() -> Iterator[dict]:
-        for clip in progress_bar(planned, "afew-va", progress):
-            images = []
-            for p in clip.paths:
-                try:
-                    images.append(read_image(p))
-                except (OSError, ValueError) as e:
-                    rejects.add(clip.paths[0].parent, "unreadable frame", f"{p.name}: {e}")
-                    break
-            else:
-                marks = clip.meta["landmarks"]
-                if all(m for m in marks):
-                    pts = [np.asarray(m, dtype=float).reshape(-1, 2) for m in marks]
-                    track = [FaceBox(int(q[:, 0].min()), int(q[:, 1].min()), max(1, int(np.ptp(q[:, 0]))),
-                                     max(1, int(np.ptp(q[:, 1]))), landmarks=five_points(q)) for q in pts]
-                else:
-                    track = face_track(images, faces)
-                if track is None:
-                    rejects.add(clip.paths[0].parent, "no face found", f"in {len(images)} frames")
-                    continue
-                summary.converted += 1
-                summary.face_found += 1
-                frames = [encode_frame(faces.crop(im, b)[0], frame_format) for im, b in zip(images, track)]
-                fv = [v for v, _ in clip.meta["va"]]
-                fa = [a for _, a in clip.meta["va"]]
-                # The apex is the frame furthest from neutral in the V/A plane.
-                peak = int(np.argmax(np.hypot(fv, fa)))
-                yield {"clip_id": clip.clip_id, "subject_id": clip.subject_id, "source": source or src.name,
-                       "split": clip.split, "frames": frames, "fps": fps, "peak_index": peak, "label": clip.label,
-                       "label_idx": labels.index(clip.label), "valence": float(np.mean(fv)),
-                       "arousal": float(np.mean(fa)), "frame_valence": fv, "frame_arousal": fa,
-                       "va_source": "annotated"}
+    def load(clip: PlannedClip) -> list["np.ndarray"] | None:
+        images = []
+        for p in clip.paths:
+            try:
+                images.append(read_image(p))
+            except (OSError, ValueError) as e:
+                rejects.add(clip.paths[0].parent, "unreadable frame", f"{p.name}: {e}")
+                return None  # a clip with a bad frame is rejected whole: its frames and V/A must line up
+        return images
+
+    def track(clip: PlannedClip, images: list["np.ndarray"]) -> list[FaceBox] | None:
+        marks = clip.meta["landmarks"]
+        if not all(m for m in marks):
+            return face_track(images, faces)
+        pts = [np.asarray(m, dtype=float).reshape(-1, 2) for m in marks]
+        return [FaceBox(int(q[:, 0].min()), int(q[:, 1].min()), max(1, int(np.ptp(q[:, 0]))),
+                        max(1, int(np.ptp(q[:, 1]))), landmarks=five_points(q)) for q in pts]
+
+    def no_face(clip: PlannedClip, n: int) -> None:
+        rejects.add(clip.paths[0].parent, "no face found", f"in {n} frames")
+
+    def emit(clip: PlannedClip, frames: list[bytes]) -> Iterator[dict]:
+        fv = [v for v, _ in clip.meta["va"]]
+        fa = [a for _, a in clip.meta["va"]]
+        # The apex is the frame furthest from neutral in the V/A plane.
+        peak = int(np.argmax(np.hypot(fv, fa)))
+        yield {"clip_id": clip.clip_id, "subject_id": clip.subject_id, "source": source or src.name,
+               "split": clip.split, "frames": frames, "fps": fps, "peak_index": peak, "label": clip.label,
+               "label_idx": labels.index(clip.label), "valence": float(np.mean(fv)),
+               "arousal": float(np.mean(fa)), "frame_valence": fv, "frame_arousal": fa,
+               "va_source": "annotated"}
 
     extra = {"label_map": mapping, "label_source": "labels_csv" if given else "nearest default V/A",
              "split_seed": seed, "split_fractions": list(fractions), "input": str(src), "va_scale": va_scale}
-    manifest = write_converted(rows(), out, labels, summary, rejects, image_size=image_size, source=source or src.name,
-                               extra=extra, face=faces.settings)
+    manifest = convert_clips(planned, out, labels, summary, rejects, faces, load=load, emit=emit, no_face=no_face,
+                             track=track, desc="afew-va", progress=progress, image_size=image_size,
+                             frame_format=frame_format, source=source or src.name, extra=extra)
     return manifest, summary

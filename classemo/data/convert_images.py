@@ -9,11 +9,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from classemo.data.convert import (DEFAULT_FRACTIONS, IMAGE_EXTENSIONS, ConversionError, ConversionSummary, PlannedClip,
-                                   Rejects, converter_face_path, derived_va, encode_frame, face_track, map_labels,
-                                   progress_bar, read_image, read_labels_csv, split_clips, write_converted)
+                                   Rejects, convert_clips, converter_face_path, derived_va, map_labels, read_image,
+                                   read_labels_csv, split_clips)
 from classemo.labels import LabelSet
 
 if TYPE_CHECKING:
+    import numpy as np
+
     from classemo.data.format import Manifest
     from classemo.faces import FacePath
 
@@ -78,8 +80,6 @@ def convert_images(
         source: Source name for the manifest (default: the folder name).
         progress: Show a progress bar.
     """
-    from classemo.faces import crop_face, whole_image_box
-
     src = Path(src)
     if not src.is_dir():
         raise ConversionError(f"image folder {src} not found")
@@ -177,39 +177,29 @@ def convert_images(
                                          min_rel_size=min_face_fraction, max_side=128)
 
     # 3. Decode, detect, crop and encode, streaming rows into the writer.
-    def rows() -> Iterator[dict]:
-        for clip in progress_bar(planned, "images", progress):
-            images, bad = [], []
-            for p in clip.paths:
-                try:
-                    images.append(read_image(p))
-                except (OSError, ValueError) as e:
-                    bad.append((p, str(e)))
-            for p, why in bad:
-                rejects.add(p, "unreadable image", why)
-            good_paths = [p for p in clip.paths if p not in {b for b, _ in bad}]
-            if not images:
-                continue
-            track = face_track(images, faces)
-            fallback = track is None
-            if fallback and not whole_image_fallback:
-                for p in good_paths:
-                    rejects.add(p, "no face found")
-                continue
-            if fallback:
-                track = [whole_image_box(im) for im in images]
-                summary.whole_image_fallback += len(images)
-            else:
-                summary.face_found += len(images)
-            summary.converted += len(images)
-            crops = ([crop_face(im, box, margin=0.0, size=image_size) for im, box in zip(images, track)] if fallback
-                     else [faces.crop(im, box)[0] for im, box in zip(images, track)])
-            frames = [encode_frame(c, frame_format) for c in crops]
-            yield {"clip_id": clip.clip_id, "subject_id": clip.subject_id, "source": source or src.name,
-                   "split": clip.split, "frames": frames, "fps": fps, "peak_index": len(frames) - 1,
-                   "label": clip.label, "label_idx": labels.index(clip.label), **derived_va(clip.label, labels)}
+    def load(clip: PlannedClip) -> list["np.ndarray"]:
+        images, good = [], []
+        for p in clip.paths:
+            try:
+                images.append(read_image(p))
+                good.append(p)
+            except (OSError, ValueError) as e:
+                rejects.add(p, "unreadable image", str(e))
+        clip.paths = good  # what is left for a "no face found" rejection
+        return images
+
+    def no_face(clip: PlannedClip, _: int) -> None:
+        for p in clip.paths:
+            rejects.add(p, "no face found")
+
+    def emit(clip: PlannedClip, frames: list[bytes]) -> Iterator[dict]:
+        yield {"clip_id": clip.clip_id, "subject_id": clip.subject_id, "source": source or src.name,
+               "split": clip.split, "frames": frames, "fps": fps, "peak_index": len(frames) - 1,
+               "label": clip.label, "label_idx": labels.index(clip.label), **derived_va(clip.label, labels)}
 
     extra = {"label_map": mapping, "split_seed": seed, "split_fractions": list(fractions), "input": str(src)}
-    manifest = write_converted(rows(), out, labels, summary, rejects, image_size=image_size, source=source or src.name,
-                               extra=extra, face=faces.settings)
+    manifest = convert_clips(planned, out, labels, summary, rejects, faces, load=load, emit=emit, no_face=no_face,
+                             desc="images", progress=progress, image_size=image_size, frame_format=frame_format,
+                             source=source or src.name, extra=extra, whole_image_fallback=whole_image_fallback,
+                             per_frame=True)
     return manifest, summary

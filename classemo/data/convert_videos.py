@@ -8,8 +8,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from classemo.data.convert import (DEFAULT_FRACTIONS, VIDEO_EXTENSIONS, ConversionError, ConversionSummary, PlannedClip,
-                                   Rejects, converter_face_path, derived_va, encode_frame, face_track, map_labels,
-                                   progress_bar, read_labels_csv, split_clips, write_converted)
+                                   Rejects, convert_clips, converter_face_path, derived_va, map_labels,
+                                   read_labels_csv, split_clips)
 from classemo.labels import LabelSet
 
 if TYPE_CHECKING:
@@ -118,33 +118,33 @@ def convert_videos(
         summary.split_by = "video"  # windows of one video always share a split
     faces = faces or converter_face_path(detector, align, margin, image_size, yunet_model)
 
-    def rows() -> Iterator[dict]:
-        for clip in progress_bar(planned, "videos", progress):
-            path = clip.paths[0]
-            try:
-                frames, rate = _sample_video(path, fps, max_frames)
-            except (OSError, ValueError) as e:
-                rejects.add(path, "video could not be decoded", str(e))
-                continue
-            track = face_track(frames, faces)
-            if track is None:
-                rejects.add(path, "no face found", f"in {len(frames)} sampled frames")
-                continue
-            summary.converted += 1
-            summary.face_found += 1
-            crops = [encode_frame(faces.crop(f, b)[0], frame_format) for f, b in zip(frames, track)]
-            size = window or len(crops)
-            starts = [s for s in range(0, len(crops), size) if len(crops) - s >= max(1, size // 2) or s == 0]
-            for k, s in enumerate(starts):
-                part = crops[s : s + size]
-                clip_id = clip.clip_id if window is None else f"{clip.clip_id}_w{k:03d}"
-                # No apex annotation in video datasets: the middle frame stands in for the peak.
-                yield {"clip_id": clip_id, "subject_id": clip.subject_id, "source": source or src.name,
-                       "split": clip.split, "frames": part, "fps": rate, "peak_index": len(part) // 2,
-                       "label": clip.label, "label_idx": labels.index(clip.label), **derived_va(clip.label, labels)}
+    rates: dict[str, float] = {}
+
+    def load(clip: PlannedClip) -> list["np.ndarray"] | None:
+        try:
+            frames, rates[clip.clip_id] = _sample_video(clip.paths[0], fps, max_frames)
+        except (OSError, ValueError) as e:
+            rejects.add(clip.paths[0], "video could not be decoded", str(e))
+            return None
+        return frames
+
+    def no_face(clip: PlannedClip, n: int) -> None:
+        rejects.add(clip.paths[0], "no face found", f"in {n} sampled frames")
+
+    def emit(clip: PlannedClip, crops: list[bytes]) -> Iterator[dict]:
+        size = window or len(crops)
+        starts = [s for s in range(0, len(crops), size) if len(crops) - s >= max(1, size // 2) or s == 0]
+        for k, s in enumerate(starts):
+            part = crops[s : s + size]
+            clip_id = clip.clip_id if window is None else f"{clip.clip_id}_w{k:03d}"
+            # No apex annotation in video datasets: the middle frame stands in for the peak.
+            yield {"clip_id": clip_id, "subject_id": clip.subject_id, "source": source or src.name,
+                   "split": clip.split, "frames": part, "fps": rates[clip.clip_id], "peak_index": len(part) // 2,
+                   "label": clip.label, "label_idx": labels.index(clip.label), **derived_va(clip.label, labels)}
 
     extra = {"label_map": mapping, "split_seed": seed, "split_fractions": list(fractions), "input": str(src),
              "sample_fps": fps, "window": window}
-    manifest = write_converted(rows(), out, labels, summary, rejects, image_size=image_size, source=source or src.name,
-                               extra=extra, face=faces.settings)
+    manifest = convert_clips(planned, out, labels, summary, rejects, faces, load=load, emit=emit, no_face=no_face,
+                             desc="videos", progress=progress, image_size=image_size, frame_format=frame_format,
+                             source=source or src.name, extra=extra)
     return manifest, summary
