@@ -73,6 +73,9 @@ class UnifiedConfig:
     model: str = "classemo_tiny"  # registry name
     model_kwargs: dict = field(default_factory=dict)  # extra create_model kwargs (use_netvlad, ...)
     resume_from: str = ""  # start from this checkpoint dir or models:/ URI; its labels must match the dataset
+    # Fine-tune from "builtin", a checkpoint dir or a models:/ / runs:/ URI: epoch 0, a fresh optimiser; on other
+    # labels every weight loads but the class heads, which start fresh (docs/training.md). Not with resume_from.
+    init_from: str = ""
     epochs: int = 30  # the demo sample reaches test accuracy ~0.8 by then (docs/training.md); 16 stopped at ~0.5
     lr: float = 1e-3
     weight_decay: float = 0.05
@@ -146,7 +149,11 @@ class JobConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "JobConfig":
-        return _build(cls, data, "")
+        cfg = _build(cls, data, "")
+        if cfg.unified.init_from and cfg.unified.resume_from:
+            raise ConfigError("unified.init_from and unified.resume_from are both set: resume_from continues a model "
+                              "on the same labels, init_from fine-tunes from one; set only one")
+        return cfg
 
 
 def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:

@@ -56,5 +56,8 @@ def resolve_paths(cfg: JobConfig) -> JobConfig:
     cfg.stargan.checkpoint = absolute_input(cfg.stargan.checkpoint)
     if cfg.unified.resume_from and not cfg.unified.resume_from.startswith(("models:/", "runs:/")):
         cfg.unified.resume_from = absolute_input(cfg.unified.resume_from)
+    if cfg.unified.init_from and cfg.unified.init_from != "builtin" and \
+            not cfg.unified.init_from.startswith(("models:/", "runs:/")):
+        cfg.unified.init_from = absolute_input(cfg.unified.init_from)
     cfg.run.tracking_uri = cfg.run.tracking_uri or tracking_uri()
     return cfg

@@ -124,13 +124,24 @@ def quiet_data() -> None:
     ctx.use_datasource_v2 = False
 
 
-def resume_state(cfg: JobConfig, manifest: Any) -> dict[str, Any]:
-    """The float32 state dict of `unified.resume_from`, checked against the dataset and the configured model."""
-    from classemo.training.resume import ResumeError, load_resume_state
+def resume_state(cfg: JobConfig, manifest: Any, *, announce: bool = False) -> dict[str, Any]:
+    """The float32 state dict of `unified.resume_from` or `unified.init_from`, checked against the dataset and the
+    configured model. For init_from it is the full state dict of the run's model with the source's weights merged
+    in (class heads fresh on other labels), so the workers load it with `strict=True` either way."""
+    from classemo.training.resume import ResumeError, init_summary, load_init_state, load_resume_state
 
+    u = cfg.unified
     try:
-        return load_resume_state(cfg.unified.resume_from, manifest=manifest, model_name=cfg.unified.model,
-                                 model_kwargs=cfg.unified.model_kwargs,
+        if u.init_from:
+            state, reinit = load_init_state(u.init_from, manifest=manifest, model_name=u.model,
+                                            model_kwargs=u.model_kwargs, data_root=cfg.data.root,
+                                            image_size=cfg.data.image_size, num_frames=cfg.data.num_frames,
+                                            seed=cfg.run.seed)
+            if announce:
+                print(init_summary(u.init_from, reinit), flush=True)
+            return state
+        return load_resume_state(u.resume_from, manifest=manifest, model_name=u.model,
+                                 model_kwargs=u.model_kwargs,
                                  data_root=cfg.data.root)
     except ResumeError as e:
         raise JobError(str(e)) from None
@@ -245,7 +256,8 @@ def run_training(cfg: JobConfig, info: Any = None, *, generator_dir: str = "", p
     init_ray(cfg)
     quiet_data()
     d = cfg.data
-    init_state = ray.put(resume_state(cfg, info.manifest)) if cfg.unified.resume_from else None
+    start = cfg.unified.resume_from or cfg.unified.init_from
+    init_state = ray.put(resume_state(cfg, info.manifest, announce=True)) if start else None
     generator = ray.put(pack_dir(generator_dir)) if generator_dir else None
     if not generator_dir:
         print("[classemo] no StarGAN generator: M_H uses the real peak frames only", flush=True)
@@ -319,7 +331,7 @@ def run_job(cfg: JobConfig) -> dict[str, Any]:
     info = ensure_dataset(cfg)
     if not (cfg.stargan.enabled or cfg.unified.enabled):
         raise JobError("both stages are disabled (stargan.enabled=false, unified.enabled=false): nothing to do")
-    if cfg.unified.resume_from:
+    if cfg.unified.resume_from or cfg.unified.init_from:
         resume_state(cfg, info.manifest)  # fail before any training starts
     init_ray(cfg)
     mlflow.set_tracking_uri(cfg.run.tracking_uri)
