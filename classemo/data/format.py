@@ -47,10 +47,14 @@ SCHEMA = pa.schema(
         pa.field("frame_valence", pa.list_(pa.float32())),
         pa.field("frame_arousal", pa.list_(pa.float32())),
         pa.field("va_source", pa.string(), nullable=False),
+        # Soft label: one probability per label of the manifest's label list (class-index order), e.g. FER+'s ten
+        # crowd votes mapped onto the label set (Barsoum et al., ICMI 2016). Null for data with one label per clip;
+        # shards written before the column existed read it as null.
+        pa.field("soft_label", pa.list_(pa.float32())),
     ]
 )
 COLUMNS: tuple[str, ...] = tuple(SCHEMA.names)
-_OPTIONAL_COLUMNS = frozenset({"subject_id", "valence", "arousal", "frame_valence", "frame_arousal"})
+_OPTIONAL_COLUMNS = frozenset({"subject_id", "valence", "arousal", "frame_valence", "frame_arousal", "soft_label"})
 
 
 class DatasetFormatError(ValueError):
@@ -161,6 +165,18 @@ def _check_va_list(clip: str, name: str, values: Any, num_frames: int) -> list[f
     return values
 
 
+def _check_soft_label(clip: str, values: Any, labels: LabelSet) -> list[float] | None:
+    if values is None:
+        return None
+    values = [float(v) for v in values]
+    if len(values) != len(labels.names):
+        raise DatasetFormatError(f"clip {clip!r}: soft_label has {len(values)} values but the label set has "
+                                 f"{len(labels.names)} labels")
+    if not all(math.isfinite(v) and v >= 0.0 for v in values) or abs(sum(values) - 1.0) > 1e-3:
+        raise DatasetFormatError(f"clip {clip!r}: soft_label must be non-negative and sum to 1, got {values}")
+    return values
+
+
 def validate_row(row: dict, labels: LabelSet) -> dict:
     """Check one row against the contract and return it normalised (types, optional columns filled).
 
@@ -228,6 +244,7 @@ def validate_row(row: dict, labels: LabelSet) -> dict:
         "frame_valence": _check_va_list(clip, "frame_valence", row.get("frame_valence"), n),
         "frame_arousal": _check_va_list(clip, "frame_arousal", row.get("frame_arousal"), n),
         "va_source": va_source,
+        "soft_label": _check_soft_label(clip, row.get("soft_label"), labels),
     }
 
 
@@ -256,7 +273,7 @@ def write_dataset(
 
     Args:
         rows: Dicts with the columns of `SCHEMA` (optional: subject_id, valence, arousal, frame_valence,
-            frame_arousal).
+            frame_arousal, soft_label).
         root: Local path or `s3://bucket/prefix`.
         labels: The label set; `label_idx` must equal `labels.index(label)`.
         image_size: Side of the square face crops, recorded in the manifest.
