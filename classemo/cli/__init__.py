@@ -9,7 +9,8 @@ from __future__ import annotations
 import typer
 
 from classemo.cli.analyze import analyze_command
-from classemo.cli.convert import afew_va_command, classroom_command, images_command, videos_command
+from classemo.cli.convert import (afew_va_command, classroom_command, ferplus_command, images_command,
+                                  videos_command)
 from classemo.cli.data import info_command, merge_command, synth_classroom_command, synth_command
 from classemo.cli.evaluate import evaluate_command
 
@@ -34,6 +35,7 @@ convert_app.command("images")(images_command)
 convert_app.command("videos")(videos_command)
 convert_app.command("afew-va")(afew_va_command)
 convert_app.command("classroom")(classroom_command)
+convert_app.command("ferplus")(ferplus_command)
 data_app.command("info")(info_command)
 data_app.command("synth")(synth_command)
 data_app.command("synth-classroom")(synth_classroom_command)

@@ -1,4 +1,4 @@
-"""`classemo data convert ...`: image folders, videos, AFEW-VA data and annotated classroom videos into datasets.
+"""`classemo data convert ...`: image folders, videos, AFEW-VA, FER+ and annotated classroom videos into datasets.
 
 The commands parse options and print; each calls its converter (`classemo.data.convert_*`,
 `classemo.video.convert_classroom`) with plain arguments.
@@ -14,6 +14,7 @@ import typer
 
 from classemo.data.convert import ConversionError, ConversionSummary
 from classemo.data.convert_afew_va import convert_afew_va
+from classemo.data.convert_ferplus import convert_ferplus
 from classemo.data.convert_images import convert_images
 from classemo.data.convert_videos import convert_videos
 from classemo.data.label_map import LabelMapError, parse_label_set
@@ -172,3 +173,27 @@ def classroom_command(
         src, out, fps=fps, window=window, stride=stride, image_size=image_size, margin=margin, min_iou=min_iou,
         detector=detector, align=align, yunet_model=yunet_model,
         fractions=parse_fractions(split), seed=seed, frame_format=frame_format, progress=progress), out)
+
+
+def ferplus_command(
+    src: Path = typer.Argument(..., help="Folder holding FER2013Train, FER2013Valid and FER2013Test (FERPlus layout)."),
+    out: str = typer.Option("data/ferplus", "--out", help="Output dataset root (local path or s3://bucket/prefix)."),
+    label_rule: str = typer.Option("majority", "--label-rule", help="majority (over half of the ten votes) or "
+                                   "plurality (the most votes, no tie)."),
+    label_map: Path | None = typer.Option(None, "--label-map", help="YAML over the vote classes (neutral, happiness, "
+                                          "surprise, ..., contempt, unknown, NF), merged over the default map."),
+    labels: str | None = LABELS_OPTION,
+    limit: int | None = typer.Option(None, "--limit", help="First N rows of each split only."),
+    image_size: int = typer.Option(112, help="Side of the square face crops."),
+    margin: float = typer.Option(0.2, help="Context around the face, as a fraction of its side."),
+    detector: str = DETECTOR_OPTION,
+    align: bool = ALIGN_OPTION,
+    yunet_model: Path | None = YUNET_MODEL_OPTION,
+    frame_format: str = typer.Option("png", help="png or jpeg."),
+    progress: bool = typer.Option(True, "--progress/--no-progress"),
+) -> None:
+    """Convert FER+ (48x48 faces, ten votes each): hard and soft labels, FER+ splits, pixel duplicates dropped."""
+    run_conversion(lambda: convert_ferplus(
+        src, out, label_rule=label_rule, label_map=label_map, labels=parse_label_set(labels), limit=limit,
+        image_size=image_size, margin=margin, detector=detector, align=align, yunet_model=yunet_model,
+        frame_format=frame_format, progress=progress), out)
