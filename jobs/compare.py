@@ -40,7 +40,8 @@ def run_row(base: JobConfig, row: CompareRow, info: Any, *, generator_dir: str, 
 
     cfg = copy.deepcopy(base)
     cfg.unified.model, cfg.unified.model_kwargs = row.model, dict(row.model_kwargs)
-    cfg.unified.resume_from = ""
+    # Every row trains another architecture from scratch: a start from one model's weights fits none of the others.
+    cfg.unified.resume_from = cfg.unified.init_from = ""
     cfg.run.name = f"{base.run.name}-{re.sub(r'[^A-Za-z0-9_.-]+', '-', row.name).strip('-')}"
     print(f"[classemo compare] training {row.name} ({row.model})", flush=True)
     started = time.perf_counter()
