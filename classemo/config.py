@@ -86,6 +86,9 @@ class UnifiedConfig:
     lambda_va: float = 0.5  # weight of the valence/arousal loss
     va_loss: str = "mse"  # "mse" or "ccc"
     label_smoothing: float = 0.0
+    # Train every CE term on the dataset's soft labels (the annotators' vote distribution, `soft_label`), where a
+    # clip has one; the others keep their one-hot label. FER+'s paper found it better than the majority label.
+    soft_labels: bool = False
     balance_classes: bool = True  # CE class weights from the training label counts
     class_weight_power: float = 1.0  # weights ∝ 1 / count^power: 1 balanced, 0.5 milder for mostly-neutral footage
     stargan_per_clip: int = 1  # generated peak frames per clip for M_H (0: real peak frames only)

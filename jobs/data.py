@@ -13,19 +13,20 @@ from classemo.data.dataset import READ_COLUMNS, DatasetInfo
 from classemo.preprocessing import DEFAULT_MEAN, DEFAULT_STD
 
 
-def read_split(info: DatasetInfo, split: str, *, limit: int = 0) -> Any:
-    """`ray.data.read_parquet` of one split (lazy), only the columns the loop needs."""
+def read_split(info: DatasetInfo, split: str, *, limit: int = 0, soft_labels: bool = False) -> Any:
+    """`ray.data.read_parquet` of one split (lazy), only the columns the loop needs (`soft_label` too if asked)."""
     import ray.data
 
+    columns = READ_COLUMNS + (["soft_label"] if soft_labels else [])
     # select_columns is pushed down into the Parquet read by Ray Data's optimizer.
     ds = ray.data.read_parquet(info.split_dir(split), filesystem=info.filesystem,
-                               file_extensions=["parquet"]).select_columns(READ_COLUMNS)
+                               file_extensions=["parquet"]).select_columns(columns)
     return ds.limit(limit) if limit > 0 else ds
 
 
 def clip_pipeline(ds: Any, *, num_frames: int, image_size: int, train: bool, augment: bool, map_batch_size: int,
                   mean: Sequence[float] = DEFAULT_MEAN, std: Sequence[float] = DEFAULT_STD,
-                  cache: bool = False) -> Any:
+                  cache: bool = False, soft_classes: int = 0) -> Any:
     """Decode stage for the unified model. Training rows are shuffled per epoch by the iterator's buffer.
 
     With `cache`, the split is read and decoded once, here (`DecodeFrames`, materialised in the object store), and
@@ -34,11 +35,12 @@ def clip_pipeline(ds: Any, *, num_frames: int, image_size: int, train: bool, aug
     an actor pool would hold its CPUs even when idle, and with train plus one validation dataset per rank, idle
     pools starve the other datasets' reads.
     """
-    kwargs = dict(num_frames=num_frames, image_size=image_size, train=train, augment=augment, mean=mean, std=std)
+    kwargs = dict(num_frames=num_frames, image_size=image_size, train=train, augment=augment, mean=mean, std=std,
+                  soft_classes=soft_classes)
     if not cache:
         return ds.map_batches(DecodeClips(**kwargs), batch_size=map_batch_size, batch_format="pyarrow", num_cpus=1)
-    decoded = ds.map_batches(DecodeFrames(image_size=image_size), batch_size=map_batch_size, batch_format="pyarrow",
-                             num_cpus=1).materialize()
+    decoded = ds.map_batches(DecodeFrames(image_size=image_size, soft_classes=soft_classes), batch_size=map_batch_size,
+                             batch_format="pyarrow", num_cpus=1).materialize()
     return decoded.map_batches(AugmentClips(**kwargs), batch_size=map_batch_size, batch_format="numpy", num_cpus=1)
 
 

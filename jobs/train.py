@@ -248,6 +248,7 @@ def run_training(cfg: JobConfig, info: Any = None, *, generator_dir: str = "", p
     import ray
 
     from classemo.data.batches import cache_decision, decoded_bytes
+    from classemo.data.dataset import DatasetError
     from jobs.data import clip_pipeline, read_split, val_shards
     from jobs.stages import pack_dir, unified_train_fn
 
@@ -273,8 +274,13 @@ def run_training(cfg: JobConfig, info: Any = None, *, generator_dir: str = "", p
     prep = model_preprocessing(cfg, len(labels))
     inputs = dict(num_frames=d.num_frames, image_size=d.image_size, map_batch_size=d.map_batch_size, mean=prep.mean,
                   std=prep.std)
-    train = clip_pipeline(read_split(info, "train", limit=d.limit_train), train=True, augment=d.augment,
-                          cache=cache["train"], **inputs)
+    soft = cfg.unified.soft_labels
+    if soft and not info.has_column("soft_label"):
+        raise DatasetError(f"unified.soft_labels is on but {info.root} has no soft_label column (converters that keep "
+                           "annotators' votes write it: classemo data convert ferplus)")
+    # Only training uses soft labels; validation scores the hard label, as the test metrics do.
+    train = clip_pipeline(read_split(info, "train", limit=d.limit_train, soft_labels=soft), train=True,
+                          augment=d.augment, cache=cache["train"], soft_classes=len(labels) if soft else 0, **inputs)
     val = {k: clip_pipeline(v, train=False, augment=False, cache=cache["val"], **inputs)
            for k, v in val_shards(read_split(info, "val"), cfg.scaling.num_workers).items()}
     run_id = _child_run(cfg, parent_run_id, "unified", info, ("train", "val", "test"))

@@ -48,6 +48,27 @@ def clip_va(batch: pa.Table) -> np.ndarray:
     return np.asarray(cols, dtype=np.float32).T.reshape(batch.num_rows, 2)
 
 
+def soft_labels(batch: pa.Table, num_classes: int) -> np.ndarray:
+    """Soft labels `(B, C)` from the `soft_label` column, a row of NaN where a clip has none (the loss then uses its
+    hard label).
+
+    Raises:
+        DatasetError: the column is missing (the job asked for soft labels from a dataset without them) or a row has
+            another number of classes.
+    """
+    if "soft_label" not in batch.column_names:
+        raise DatasetError("unified.soft_labels is on but the dataset has no soft_label column (converters that keep "
+                           "annotators' votes write it: classemo data convert ferplus)")
+    out = np.full((batch.num_rows, num_classes), np.nan, dtype=np.float32)
+    for i, row in enumerate(batch.column("soft_label").to_pylist()):
+        if row is None:
+            continue
+        if len(row) != num_classes:
+            raise DatasetError(f"soft_label of row {i} has {len(row)} values, the label set {num_classes}")
+        out[i] = row
+    return out
+
+
 def va_sources(batch: pa.Table) -> list[str]:
     """Per clip where its V/A came from (`classemo.metrics.VA_SOURCES`); a missing value means none."""
     return [v or "none" for v in batch.column("va_source").to_pylist()]
@@ -68,8 +89,10 @@ class _ModelInputs:
     """Shared by the streaming and the cached decoders: per-batch randomness, clip and peak tensors, padding."""
 
     def __init__(self, *, num_frames: int, image_size: int, train: bool, augment: bool,
-                 mean: Sequence[float] = DEFAULT_MEAN, std: Sequence[float] = DEFAULT_STD, seed: int = 0) -> None:
+                 mean: Sequence[float] = DEFAULT_MEAN, std: Sequence[float] = DEFAULT_STD, seed: int = 0,
+                 soft_classes: int = 0) -> None:
         self.num_frames, self.image_size, self.train = num_frames, image_size, train
+        self.soft_classes = soft_classes  # C of the soft_label column to pass on as `soft`; 0: none
         self.mean, self.std = tuple(mean), tuple(std)
         self.augment = ClipAugment() if (train and augment) else None
         self.seed = seed
@@ -86,13 +109,16 @@ class _ModelInputs:
                              rng=rng, augment=self.augment)[0]
 
     def outputs(self, clips: list[Any], peaks: list[Any], labels: np.ndarray, va: np.ndarray,
-                va_source: np.ndarray) -> dict[str, np.ndarray]:
+                va_source: np.ndarray, soft: np.ndarray | None) -> dict[str, np.ndarray]:
         import torch
 
         x, mask = pad_clips(clips, self.num_frames)  # (B, T, 3, S, S), (B, T)
-        return {"frames": x.numpy(), "mask": mask.numpy(), "label": labels.astype(np.int64), "va": va,
-                "peak": torch.stack(peaks).numpy(),  # (B, 3, S, S)
-                "va_source": va_source}
+        out = {"frames": x.numpy(), "mask": mask.numpy(), "label": labels.astype(np.int64), "va": va,
+               "peak": torch.stack(peaks).numpy(),  # (B, 3, S, S)
+               "va_source": va_source}
+        if self.soft_classes:
+            out["soft"] = soft  # (B, C)
+        return out
 
 
 class DecodeClips(_ModelInputs):
@@ -112,17 +138,19 @@ class DecodeClips(_ModelInputs):
                                 std=self.std, train=self.train, rng=rng, augment=self.augment)
             clips.append(x)
             peaks.append(self.peak(decode_image(enc[select_peak_index(enc, peak_index)]), rng))
+        soft = soft_labels(batch, self.soft_classes) if self.soft_classes else None
         return self.outputs(clips, peaks, np.asarray(batch.column("label_idx").to_pylist()), clip_va(batch),
-                            _va_source_index(batch))
+                            _va_source_index(batch), soft)
 
 
 class DecodeFrames:
     """map_batches: encoded clip rows -> every frame decoded and resized to the model's side, as uint8: what the
-    decode-once cache keeps. `frames` holds one `(T_i, S, S, 3)` array per clip (ragged when clip lengths differ).
+    decode-once cache keeps. `frames` holds one `(T_i, S, S, 3)` array per clip (ragged when clip lengths differ);
+    with `soft_classes`, `soft (B, C)` too.
     """
 
-    def __init__(self, *, image_size: int) -> None:
-        self.image_size = image_size
+    def __init__(self, *, image_size: int, soft_classes: int = 0) -> None:
+        self.image_size, self.soft_classes = image_size, soft_classes
 
     def __call__(self, batch: pa.Table) -> dict[str, np.ndarray]:
         frames = [np.stack([resize_frame(decode_image(f), self.image_size) for f in enc])
@@ -130,10 +158,13 @@ class DecodeFrames:
         ragged = np.empty(len(frames), dtype=object)
         ragged[:] = frames
         peaks = [select_peak_index(clip, p) for clip, p in zip(frames, batch.column("peak_index").to_pylist())]
-        return {"frames": ragged if len({f.shape for f in frames}) > 1 else np.stack(frames),
-                "peak_index": np.asarray(peaks, dtype=np.int64),
-                "label": np.asarray(batch.column("label_idx").to_pylist(), dtype=np.int64), "va": clip_va(batch),
-                "va_source": _va_source_index(batch)}
+        out = {"frames": ragged if len({f.shape for f in frames}) > 1 else np.stack(frames),
+               "peak_index": np.asarray(peaks, dtype=np.int64),
+               "label": np.asarray(batch.column("label_idx").to_pylist(), dtype=np.int64), "va": clip_va(batch),
+               "va_source": _va_source_index(batch)}
+        if self.soft_classes:
+            out["soft"] = soft_labels(batch, self.soft_classes)
+        return out
 
 
 class AugmentClips(_ModelInputs):
@@ -148,7 +179,7 @@ class AugmentClips(_ModelInputs):
                                    std=self.std, train=self.train, rng=rng, augment=self.augment)
             clips.append(x)
             peaks.append(self.peak(np.asarray(frames[int(peak_index)]), rng))
-        return self.outputs(clips, peaks, batch["label"], batch["va"], batch["va_source"])
+        return self.outputs(clips, peaks, batch["label"], batch["va"], batch["va_source"], batch.get("soft"))
 
 
 class DecodePeaks:

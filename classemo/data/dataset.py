@@ -69,6 +69,19 @@ class DatasetInfo:
     def split_dir(self, split: str) -> str:
         return f"{self.path}/{split}"
 
+    def shard_files(self, split: str) -> list[str]:
+        """The split's Parquet shards, sorted."""
+        return sorted(f.path for f in self.filesystem.get_file_info(pafs.FileSelector(self.split_dir(split)))
+                      if f.path.endswith(".parquet"))
+
+    def has_column(self, name: str, split: str = "train") -> bool:
+        """Whether the split's shards have column `name` (shards written before an optional column was added lack it).
+        """
+        import pyarrow.parquet as pq
+
+        files = self.shard_files(split)
+        return bool(files) and name in pq.read_schema(files[0], filesystem=self.filesystem).names
+
 
 def inspect_dataset(root: str, *, need: Sequence[str] = ("train", "val")) -> DatasetInfo:
     """Read and check the manifest: fails fast, with one message, on a missing, empty or unreachable dataset.
@@ -135,8 +148,7 @@ def first_rows(info: DatasetInfo, split: str, num_rows: int) -> pa.Table:
     """
     import pyarrow.parquet as pq
 
-    files = sorted(f.path for f in info.filesystem.get_file_info(pafs.FileSelector(info.split_dir(split)))
-                   if f.path.endswith(".parquet"))
+    files = info.shard_files(split)
     if not files:
         raise DatasetError(f"split {split!r} of {info.root} has no Parquet shards")
     return pq.read_table(files[0], columns=READ_COLUMNS, filesystem=info.filesystem).slice(0, num_rows)

@@ -94,17 +94,67 @@ def masked_va_loss(pred: Tensor, target: Tensor, kind: VaLoss = "mse") -> Tensor
     return torch.stack(terms).mean()
 
 
-def _frame_ce(
-    frame_logits: Tensor, label: Tensor, mask: Tensor | None, weight: Tensor | None, label_smoothing: float
+def soft_cross_entropy(
+    logits: Tensor, target: Tensor, weight: Tensor | None = None, label_smoothing: float = 0.0
 ) -> Tensor:
-    """Per-frame CE with the clip label, over real (unmasked) frames only."""
-    t = frame_logits.shape[1]
-    flat = rearrange(frame_logits, "b t c -> (b t) c")
-    flat_label = repeat(label, "b -> (b t)", t=t)
-    if mask is not None:
-        keep = rearrange(mask.to(torch.bool), "b t -> (b t)")
-        flat, flat_label = flat[keep], flat_label[keep]
-    return F.cross_entropy(flat, flat_label, weight=weight, label_smoothing=label_smoothing)
+    """Cross-entropy against target distributions, class-weighted as the hard `CE_w` is (docs/losses.md).
+
+    `Σ_i Σ_c w_c q_ic (-log p_ic) / Σ_i Σ_c w_c q_ic` with `q = (1 - ε) target + ε / C`: for one-hot targets and no
+    smoothing this is `F.cross_entropy(logits, label, weight=w)`; for a crowd's vote distribution it is the FER+
+    paper's "probability distribution" loss (Barsoum et al. 2016), which beat training on the majority label.
+
+    Args:
+        logits: `(N, C)`.
+        target: `(N, C)` rows that are non-negative and sum to 1.
+        weight: `(C,)` class weights, or None for all 1.
+        label_smoothing: ε.
+    """
+    if label_smoothing:
+        target = target * (1.0 - label_smoothing) + label_smoothing / target.shape[-1]
+    mass = target if weight is None else target * weight  # (N, C): each sample's weight spread over its classes
+    return -(mass * logits.log_softmax(dim=-1)).sum() / mass.sum().clamp_min(1e-12)
+
+
+def target_distribution(label: Tensor, soft: Tensor) -> Tensor:
+    """`(B, C)` training targets: a clip's soft label where it has one, else the one-hot of its hard label.
+
+    Args:
+        label: `(B,)` hard labels.
+        soft: `(B, C)` soft labels, a row of NaN where the clip has none (a dataset without votes, a merged source).
+    """
+    onehot = F.one_hot(label, soft.shape[-1]).to(soft.dtype)
+    present = ~torch.isnan(soft).any(dim=-1, keepdim=True)  # (B, 1)
+    return torch.where(present, soft, onehot)
+
+
+class _ClassCE:
+    """Every CE term of one batch: hard-label `F.cross_entropy`, or `soft_cross_entropy` when the batch carries
+    soft labels (then clips without one use their one-hot label, so both kinds mix in one batch)."""
+
+    def __init__(self, label: Tensor, soft: Tensor | None, weight: Tensor | None, label_smoothing: float) -> None:
+        self.label, self.weight, self.smoothing = label, weight, label_smoothing
+        self.dist = None if soft is None else target_distribution(label, soft.to(torch.float32))  # (B, C)
+
+    def clips(self, logits: Tensor) -> Tensor:
+        """CE of clip logits `(B, C)`."""
+        if self.dist is None:
+            return F.cross_entropy(logits, self.label, weight=self.weight, label_smoothing=self.smoothing)
+        return soft_cross_entropy(logits, self.dist.to(logits.dtype), self.weight, self.smoothing)
+
+    def frames(self, frame_logits: Tensor, mask: Tensor | None) -> Tensor:
+        """Per-frame CE `(B, T, C)` with the clip's target, over real (unmasked) frames only."""
+        t = frame_logits.shape[1]
+        flat = rearrange(frame_logits, "b t c -> (b t) c")
+        keep = None if mask is None else rearrange(mask.to(torch.bool), "b t -> (b t)")
+        if self.dist is None:
+            flat_label = repeat(self.label, "b -> (b t)", t=t)
+            if keep is not None:
+                flat, flat_label = flat[keep], flat_label[keep]
+            return F.cross_entropy(flat, flat_label, weight=self.weight, label_smoothing=self.smoothing)
+        flat_dist = repeat(self.dist, "b c -> (b t) c", t=t).to(flat.dtype)
+        if keep is not None:
+            flat, flat_dist = flat[keep], flat_dist[keep]
+        return soft_cross_entropy(flat, flat_dist, self.weight, self.smoothing)
 
 
 def unified_loss(
@@ -118,6 +168,7 @@ def unified_loss(
     va_loss: VaLoss = "mse",
     peak_logits: Tensor | None = None,
     peak_targets: Tensor | None = None,
+    peak_soft: Tensor | None = None,
     class_weights: Tensor | None = None,
     label_smoothing: float = 0.0,
 ) -> dict[str, Tensor]:
@@ -129,7 +180,9 @@ def unified_loss(
             (B, T, C)`, each absent or None for a model without it (NetVLAD off, or a comparison model): its term
             is then 0.
         targets: The batch: `label (B,)` int64, optional `va (B, 2)` with NaN for missing values, optional
-            `mask (B, T)` bool with True for real frames (padding is left out of the per-frame losses).
+            `mask (B, T)` bool with True for real frames (padding is left out of the per-frame losses), optional
+            `soft (B, C)` soft labels (a crowd's vote distribution; a NaN row where a clip has none): every clip
+            and frame CE term then uses `soft_cross_entropy` against them.
         eta1: Weight η1 of M_B, the ViT head's per-frame CE.
         eta2: Weight η2 of M_Y, the NetVLAD head's per-frame CE.
         lambda_t: Weight of the temporal (clip-level) CE.
@@ -138,6 +191,8 @@ def unified_loss(
         peak_logits: `forward_peak` logits `(N, C)` of the peak-frame batch (real peak frames, mixed with
             StarGAN-generated ones when StarGAN is on); M_H is 0 without it.
         peak_targets: `(N,)` labels of `peak_logits` (the target expression for generated frames).
+        peak_soft: `(N, C)` soft labels of the peak batch (NaN rows where none), when it holds the clips' own
+            real peak frames; None for a batch mixed with StarGAN frames, whose targets are the hard expressions.
         class_weights: `(C,)` CE class weights (see `class_weights_from_counts`), used by every CE term.
         label_smoothing: Label smoothing of every CE term.
 
@@ -155,20 +210,23 @@ def unified_loss(
         raise ValueError(f"targets['mask'] must have shape {tuple(frames)} (B, T), got {tuple(mask.shape)}")
     if class_weights is not None:
         class_weights = class_weights.to(device=logits.device, dtype=logits.dtype)
+    soft = targets.get("soft")
+    if soft is not None and soft.shape != logits.shape:
+        raise ValueError(f"targets['soft'] must have shape {tuple(logits.shape)} (B, C), got {tuple(soft.shape)}")
     zero = logits.sum() * 0.0
-    ce = dict(weight=class_weights, label_smoothing=label_smoothing)
+    ce = _ClassCE(label, soft, class_weights, label_smoothing)
 
     if peak_logits is not None:
         if peak_targets is None:
             raise ValueError("peak_logits were given without peak_targets")
-        m_h = F.cross_entropy(peak_logits, peak_targets.long(), **ce)
+        m_h = _ClassCE(peak_targets.long(), peak_soft, class_weights, label_smoothing).clips(peak_logits)
     else:
         m_h = zero
     vit = outputs.get("vit_logits")
-    m_b = _frame_ce(vit, label, mask, class_weights, label_smoothing) if vit is not None else zero
+    m_b = ce.frames(vit, mask) if vit is not None else zero
     vlad = outputs.get("vlad_logits")
-    m_y = _frame_ce(vlad, label, mask, class_weights, label_smoothing) if vlad is not None else zero
-    temporal = F.cross_entropy(logits, label, **ce)
+    m_y = ce.frames(vlad, mask) if vlad is not None else zero
+    temporal = ce.clips(logits)
     va_target = targets.get("va")
     if va_target is not None and va_target.shape != outputs["va"].shape:
         raise ValueError(f"targets['va'] must have shape {tuple(outputs['va'].shape)}, got {tuple(va_target.shape)}")
@@ -209,6 +267,7 @@ class UnifiedLoss(nn.Module):
         *,
         peak_logits: Tensor | None = None,
         peak_targets: Tensor | None = None,
+        peak_soft: Tensor | None = None,
     ) -> dict[str, Tensor]:
         """See `unified_loss`."""
         return unified_loss(
@@ -221,6 +280,7 @@ class UnifiedLoss(nn.Module):
             va_loss=self.va_loss,
             peak_logits=peak_logits,
             peak_targets=peak_targets,
+            peak_soft=peak_soft,
             class_weights=self.class_weights,
             label_smoothing=self.label_smoothing,
         )

@@ -69,7 +69,8 @@ def train_step(
         step_model: `UnifiedStep` (possibly DDP-wrapped).
         loss_fn: The unified loss.
         optimizer: Optimiser over the model's parameters.
-        batch: `frames (B, T, 3, S, S)`, `mask (B, T)`, `label (B,)`, `va (B, 2)` (NaN = missing), `peak`.
+        batch: `frames (B, T, 3, S, S)`, `mask (B, T)`, `label (B,)`, `va (B, 2)` (NaN = missing), `peak`, and
+            optionally `soft (B, C)` soft labels (NaN rows where a clip has none).
         peak_batch: `(images (N, 3, S, S), targets (N,))` for M_H: real peak frames mixed with StarGAN ones; the
             batch's real peak frames when None.
         grad_clip: Max gradient norm (0: off).
@@ -79,14 +80,20 @@ def train_step(
         The loss terms as floats (`total`, `m_h`, `m_b`, `m_y`, `temporal`, `va`).
     """
     frames = batch["frames"]
-    peaks, peak_targets = peak_batch if peak_batch is not None else (batch["peak"], batch["label"])
+    soft = batch.get("soft")  # (B, C) vote distributions, NaN rows where none; absent unless soft labels are on
+    # The clips' own peak frames share their soft labels; a StarGAN-mixed batch is labelled by target expression.
+    peaks, peak_targets, peak_soft = ((*peak_batch, None) if peak_batch is not None
+                                      else (batch["peak"], batch["label"], soft))
     step_model.train()
     with autocast_context(frames.device, bf16):
         out = step_model(frames, batch["mask"], peaks)
         # Losses in fp32: CE and the CCC statistics lose too much in bf16.
         out = {k: (v.float() if isinstance(v, Tensor) else v) for k, v in out.items()}
-        losses = loss_fn(out, {"label": batch["label"], "va": batch["va"], "mask": batch["mask"]},
-                         peak_logits=out["peak_logits"], peak_targets=peak_targets)
+        targets = {"label": batch["label"], "va": batch["va"], "mask": batch["mask"]}
+        if soft is not None:
+            targets["soft"] = soft
+        losses = loss_fn(out, targets, peak_logits=out["peak_logits"], peak_targets=peak_targets,
+                         peak_soft=peak_soft)
     optimizer.zero_grad(set_to_none=True)
     losses["total"].backward()
     if grad_clip > 0:

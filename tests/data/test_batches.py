@@ -67,3 +67,24 @@ def test_validation_shards_cover_every_clip_exactly_once(rows) -> None:
     parts = [KeepShard(r, 3)(rows).column("clip_id").to_pylist() for r in range(3)]
     assert sorted(sum(parts, [])) == sorted(ids)
     assert list(shard_of(ids, 3)) == list(shard_of(ids, 3))  # stable, not Python's salted hash
+
+
+def test_soft_labels_travel_through_both_decoders_as_nan_rows_where_missing(rows) -> None:
+    import pyarrow as pa
+
+    from classemo.data.batches import soft_labels
+
+    votes = [[0.5, 0.5, 0, 0, 0, 0, 0], None, [0, 0, 1.0, 0, 0, 0, 0], None, [0.1, 0, 0, 0, 0, 0.9, 0]]
+    with_soft = rows.append_column("soft_label", pa.array(votes, pa.list_(pa.float32())))
+    kwargs = dict(num_frames=3, image_size=24, train=False, augment=False, soft_classes=7)
+    a = DecodeClips(**kwargs)(with_soft)
+    b = AugmentClips(**kwargs)(DecodeFrames(image_size=24, soft_classes=7)(with_soft))
+    for out in (a, b):
+        assert out["soft"].shape == (5, 7) and out["soft"].dtype == np.float32
+        np.testing.assert_allclose(out["soft"][0], votes[0])
+        assert np.isnan(out["soft"][1]).all() and np.isnan(out["soft"][3]).all()
+    assert "soft" not in DecodeClips(num_frames=3, image_size=24, train=False, augment=False)(with_soft)
+    with pytest.raises(DatasetError, match="no soft_label column"):
+        soft_labels(rows, 7)
+    with pytest.raises(DatasetError, match="7 values, the label set 3"):
+        soft_labels(with_soft, 3)

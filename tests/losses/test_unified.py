@@ -207,3 +207,47 @@ def test_a_model_without_the_papers_auxiliary_heads_gets_zero_for_their_terms() 
     torch.testing.assert_close(losses["total"], expected)
     losses["total"].backward()
     assert out["logits"].grad is not None and out["logits"].grad.abs().sum() > 0
+
+
+def test_soft_cross_entropy_is_hard_ce_on_one_hot_targets_and_the_vote_ce_otherwise() -> None:
+    from classemo.losses.unified import soft_cross_entropy
+
+    logits = torch.randn(6, C, generator=torch.Generator().manual_seed(3))
+    label = torch.tensor([0, 1, 2, 2, 1, 0])
+    onehot = F.one_hot(label, C).float()
+    w = torch.tensor([1.0, 4.0, 0.5])
+    assert torch.allclose(soft_cross_entropy(logits, onehot), F.cross_entropy(logits, label))
+    assert torch.allclose(soft_cross_entropy(logits, onehot, w), F.cross_entropy(logits, label, weight=w))
+    # A vote distribution: -sum q log p per sample, averaged (no weights).
+    votes = torch.tensor([[0.7, 0.3, 0.0]]).repeat(6, 1)
+    want = -(votes * logits.log_softmax(-1)).sum(-1).mean()
+    assert torch.allclose(soft_cross_entropy(logits, votes), want)
+    # Smoothing mixes in the uniform distribution.
+    smooth = soft_cross_entropy(logits, onehot, label_smoothing=0.3)
+    assert torch.allclose(smooth, soft_cross_entropy(logits, onehot * 0.7 + 0.1))
+
+
+def test_soft_labels_drive_every_ce_term_and_clips_without_them_keep_their_label() -> None:
+    tgt = _targets()
+    peak, peak_y = _peak()
+    hard = unified_loss(_outputs(), tgt, **WEIGHTS, peak_logits=peak, peak_targets=peak_y)
+    # Soft labels equal to the one-hot labels (or absent: NaN rows) give exactly the hard loss.
+    onehot = F.one_hot(tgt["label"], C).float()
+    onehot[1] = float("nan")
+    same = unified_loss(_outputs(), {**tgt, "soft": onehot}, **WEIGHTS, peak_logits=peak, peak_targets=peak_y,
+                        peak_soft=torch.full((6, C), float("nan")))
+    for k in ("m_h", "m_b", "m_y", "temporal", "total"):
+        assert torch.allclose(same[k], hard[k], atol=1e-6), k
+    # Real vote distributions change the clip and per-frame terms, and only those.
+    votes = torch.tensor([[0.6, 0.4, 0.0], [0.0, 0.5, 0.5], [0.2, 0.8, 0.0], [0.1, 0.1, 0.8]])
+    out = _outputs()
+    soft = unified_loss(out, {**tgt, "soft": votes}, **WEIGHTS, peak_logits=peak, peak_targets=peak_y)
+    for k in ("m_b", "m_y", "temporal"):
+        assert not torch.allclose(soft[k], hard[k]), k
+    assert torch.allclose(soft["m_h"], hard["m_h"]) and torch.allclose(soft["va"], hard["va"])
+    want = -(votes * out["logits"].log_softmax(-1)).sum(-1).mean()
+    assert torch.allclose(soft["temporal"], want)
+    soft["total"].backward()
+    assert out["logits"].grad is not None and out["vit_logits"].grad is not None
+    with pytest.raises(ValueError, match=r"targets\['soft'\]"):
+        unified_loss(_outputs(), {**tgt, "soft": votes[:, :2]}, **WEIGHTS)
