@@ -30,7 +30,8 @@ LUMA = (0.299, 0.587, 0.114)  # ITU-R BT.601 luminance weights of R, G, B (as cv
 class ClassEmoNet(ClipModel):
     """Unified network: ViT + residual attention + non-local + MHSA/FFN fusion + NetVLAD, then temporal encoder."""
 
-    frame_outputs = ("features", "vit_logits", "vlad_logits")
+    # peak_logits per frame too: for stills (1-frame clips) the training step reads M_H from the clip pass.
+    frame_outputs = ("features", "vit_logits", "vlad_logits", "peak_logits")
 
     def __init__(
         self,

@@ -28,9 +28,18 @@ class UnifiedStep(nn.Module):
         self.model = model
 
     def forward(self, frames: Tensor, mask: Tensor, peaks: Tensor | None = None) -> dict[str, Any]:
+        """Clip outputs plus `peak_logits` (N, C) for M_H: of `peaks` when given; without them, of 1-frame clips'
+        own frames (a still is its own peak frame, so the clip pass serves M_H: a second spatial pass over another
+        augmented view of the same face would double the step's cost); else None."""
         out = dict(self.model(frames, mask))  # frames (B, T, 3, S, S), mask (B, T)
+        frame_peaks = out.pop("peak_logits", None)  # (B, T, C): M_H logits of the clips' own frames
         forward_peak = getattr(self.model, "forward_peak", None)
-        out["peak_logits"] = forward_peak(peaks) if peaks is not None and forward_peak else None  # (N, C)
+        if peaks is not None and forward_peak is not None:
+            out["peak_logits"] = forward_peak(peaks)  # (N, C)
+        elif peaks is None and frame_peaks is not None and frames.shape[1] == 1:
+            out["peak_logits"] = frame_peaks[:, 0]  # (B, C)
+        else:
+            out["peak_logits"] = None
         return out
 
 
@@ -84,6 +93,8 @@ def train_step(
     # The clips' own peak frames share their soft labels; a StarGAN-mixed batch is labelled by target expression.
     peaks, peak_targets, peak_soft = ((*peak_batch, None) if peak_batch is not None
                                       else (batch["peak"], batch["label"], soft))
+    if peak_batch is None and frames.shape[1] == 1:
+        peaks = None  # stills: UnifiedStep takes M_H's logits from the clip pass (their frame is their peak)
     step_model.train()
     with autocast_context(frames.device, bf16):
         out = step_model(frames, batch["mask"], peaks)

@@ -47,7 +47,7 @@ def test_forward_shapes_with_padding_and_no_nan(name: str) -> None:
     d, c = model.embed_dim, NUM_CLASSES
     expected = {
         "logits": (3, c), "va": (3, 2), "frame_logits": (3, 4, c), "frame_va": (3, 4, 2),
-        "vit_logits": (3, 4, c), "vlad_logits": (3, 4, c), "features": (3, 4, d),
+        "vit_logits": (3, 4, c), "vlad_logits": (3, 4, c), "peak_logits": (3, 4, c), "features": (3, 4, d),
     }
     assert {k: tuple(v.shape) for k, v in out.items()} == expected
     for key, value in out.items():

@@ -96,3 +96,28 @@ def test_bf16_step_on_gpu_keeps_fp32_weights_and_finite_losses() -> None:
     losses = train_step(step_model, _loss().cuda(), optimizer, batch, bf16=True)
     assert all(math.isfinite(v) for v in losses.values()), losses
     assert all(p.dtype == torch.float32 for p in step_model.parameters())
+
+
+def test_stills_read_m_h_from_the_clip_pass_and_soft_labels_reach_the_loss() -> None:
+    """A 1-frame clip is its own peak frame: M_H is the peak head's CE on the clip pass (no second spatial pass), so it
+    equals a separate `forward_peak` on the same frame; soft labels change the CE terms."""
+    step_model, loss_fn, batch = _tiny(), _loss(), _batch()
+    step_model.eval()  # no dropout/BN noise: the two paths must agree exactly
+    stills = {**batch, "frames": batch["frames"][:, :1], "mask": batch["mask"][:, :1]}
+    out = step_model(stills["frames"], stills["mask"])
+    separate = step_model.model.forward_peak(stills["frames"][:, 0])
+    torch.testing.assert_close(out["peak_logits"], separate, rtol=1e-4, atol=1e-5)
+    assert "peak_logits" in step_model(batch["frames"], batch["mask"], batch["peak"])
+    assert step_model(batch["frames"], batch["mask"])["peak_logits"] is None  # clips of 2 frames need their peaks
+
+    optimizer = torch.optim.SGD(step_model.parameters(), lr=0.0)
+    calls: list[int] = []
+    forward_peak = step_model.model.forward_peak
+    step_model.model.forward_peak = lambda images: calls.append(len(images)) or forward_peak(images)
+    torch.manual_seed(4)
+    hard = train_step(step_model, loss_fn, optimizer, stills, bf16=False)
+    assert not calls and hard["m_h"] > 0  # M_H is there, without a second pass
+    votes = torch.tensor([[0.5, 0.5, 0, 0], [float("nan")] * 4, [0, 0, 0.25, 0.75]])
+    torch.manual_seed(4)
+    soft = train_step(step_model, loss_fn, optimizer, {**stills, "soft": votes}, bf16=False)
+    assert soft["temporal"] != pytest.approx(hard["temporal"]) and soft["m_h"] != pytest.approx(hard["m_h"])
