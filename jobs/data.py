@@ -14,13 +14,18 @@ from classemo.preprocessing import DEFAULT_MEAN, DEFAULT_STD
 
 
 def read_split(info: DatasetInfo, split: str, *, limit: int = 0, soft_labels: bool = False) -> Any:
-    """`ray.data.read_parquet` of one split (lazy), only the columns the loop needs (`soft_label` too if asked)."""
+    """`ray.data.read_parquet` of one split (lazy), only the columns the loop needs (`soft_label` too if asked).
+
+    The training split's files are read in a new random order each epoch: a merged dataset holds its sources in
+    separate shards, and in file order each epoch would end on one source alone (its batches last to move the
+    weights and BatchNorm's running statistics).
+    """
     import ray.data
 
     columns = READ_COLUMNS + (["soft_label"] if soft_labels else [])
     # select_columns is pushed down into the Parquet read by Ray Data's optimizer.
-    ds = ray.data.read_parquet(info.split_dir(split), filesystem=info.filesystem,
-                               file_extensions=["parquet"]).select_columns(columns)
+    ds = ray.data.read_parquet(info.split_dir(split), filesystem=info.filesystem, file_extensions=["parquet"],
+                               shuffle="files" if split == "train" else None).select_columns(columns)
     return ds.limit(limit) if limit > 0 else ds
 
 
@@ -41,6 +46,8 @@ def clip_pipeline(ds: Any, *, num_frames: int, image_size: int, train: bool, aug
         return ds.map_batches(DecodeClips(**kwargs), batch_size=map_batch_size, batch_format="pyarrow", num_cpus=1)
     decoded = ds.map_batches(DecodeFrames(image_size=image_size, soft_classes=soft_classes), batch_size=map_batch_size,
                              batch_format="pyarrow", num_cpus=1).materialize()
+    if train:  # the decoded blocks in a new order each epoch (a block is map_batch_size clips of one or two shards)
+        decoded = decoded.randomize_block_order()
     return decoded.map_batches(AugmentClips(**kwargs), batch_size=map_batch_size, batch_format="numpy", num_cpus=1)
 
 

@@ -145,7 +145,9 @@ def unified_train_fn(config: dict[str, Any]) -> dict[str, Any]:
         t0, total, count, clips = time.perf_counter(), 0.0, 0, 0
         batches = train_shard.iter_torch_batches(batch_size=d.batch_size, device=device,
                                                  prefetch_batches=d.prefetch_batches,
-                                                 local_shuffle_buffer_size=4 * d.batch_size)
+                                                 # blocks come in a new order each epoch; this mixes
+                                                 # clips of several blocks in every batch
+                                                 local_shuffle_buffer_size=16 * d.batch_size)
         for i, batch in enumerate(batches):
             _maybe_fail(config, epoch, i, rank, world)
             peak_batch = augmenter(batch["peak"], batch["label"]) if augmenter is not None else None

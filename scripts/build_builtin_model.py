@@ -2,20 +2,25 @@
 
     python scripts/build_builtin_model.py [--work data/builtin-build] [--install]
 
-1. `classemo data convert images` on the whole of faces-muxspace (real faces, Apache-2.0), split by person: --faces,
-   by default $CLASSEMO_DATA_DIR/faces-muxspace (../shared/data/faces-muxspace when the variable is unset);
-2. `classemo data synth` at 64 px, 4-frame sequences (time and annotated valence/arousal);
-3. `classemo data merge` of the two;
-4. stage 1, real faces: `python jobs/train.py --config configs/train_muxspace.yaml` on the real faces alone, at the
-   built-in model's 4 frames (a still is a 1-frame clip, padded);
-5. stage 2, both: `python jobs/train.py --config configs/builtin.yaml unified.resume_from=<stage 1>` on the merged
-   dataset, so the temporal encoder and the valence/arousal head learn sequences while the real faces stay in every
-   batch; the best checkpoint is exported;
-6. scores on each source's test split (`classemo.evaluate.evaluate_dataset`), the HOG + linear-SVM floor on the
-   real faces' split in the same run, and the four labelled stills of tests/fixtures/media (a sanity check only:
-   they are never training input);
-7. with `--install`, the checkpoint goes to classemo/builtin/ and the figures to classemo/builtin/metrics.json,
-   which MODEL_CARD.md quotes.
+Data ($CLASSEMO_DATA_DIR, or ../shared/data when unset; the images never go into the repository):
+1. `classemo data convert ferplus` on FER+ (35,710 real 48x48 faces, ten votes each; soft labels, duplicates dropped);
+2. `classemo data convert images` on faces-muxspace (real photos, Apache-2.0), split by person;
+3. `classemo data synth`, 4-frame sequences with annotated valence/arousal;
+4. `classemo data merge` of the three.
+Training (`python jobs/train.py`, Ray Train, MLflow):
+5. stage 1, `configs/builtin_ferplus.yaml`: the paper's model on FER+ alone, chosen on FER+ valid. Its checkpoint
+   (`<work>/ferplus-start`) is also the FER+-only start that `bench/real_faces.py --init-from` fine-tunes from;
+6. stage 2, `configs/builtin.yaml`: from stage 1 (`unified.init_from`) on the merged data, so the temporal encoder and
+   the valence/arousal head learn sequences while real faces stay in every batch: the built-in model;
+7. the plain-CNN floor: the comparison models' frame CNN (`cnn_gru_tiny` on 1-frame clips: a residual CNN) trained
+   by stage 1's config, data and epochs.
+Measurement, in the same run: FER+ test (majority labels, duplicates dropped) for both stages, the plain CNN and the
+HOG + linear-SVM floor on the same crops; faces-muxspace's and the synthetic test splits; the four labelled stills of
+tests/fixtures/media (a sanity check: never training input). With `--install`, the checkpoint goes to
+classemo/builtin/ and the figures to classemo/builtin/metrics.json, which MODEL_CARD.md quotes.
+
+Every step whose output exists is skipped, so an interrupted build goes on where it stopped (a training stage that
+was cut off resumes from its last epoch only through `jobs/train.py`'s own resume; here it restarts).
 """
 
 from __future__ import annotations
@@ -40,6 +45,7 @@ sys.path.insert(0, str(ROOT / "bench"))  # the HOG floor is a bench script, not 
 STILLS = {"0-f15-hao-ph.jpg": "happy", "15-f13-anc-ph.jpg": "anger", "45-m7-di-ph.jpg": "disgust",
           "0-f1-su-ph.jpg": "positive"}
 SUBJECT_PATTERN = r"^(?P<subject>.+)_[^_]+$"
+CROP_SIZE = 64  # stored crops; the model reads them at its own size (48 px)
 
 
 def run(cmd: list[str]) -> None:
@@ -51,16 +57,36 @@ def classemo(*args: str) -> list[str]:
     return [sys.executable, "-m", "classemo.cli", *args]
 
 
-def build_data(work: Path, faces: Path, seed: int) -> tuple[Path, Path, Path]:
-    real, synth, merged = work / "muxspace", work / "synth", work / "merged"
-    if not (real / "manifest.json").exists():
-        run(classemo("data", "convert", "images", str(faces), str(real), "--label-map",
-                     "configs/label_maps/muxspace.yaml", "--image-size", "64", "--subject-pattern", SUBJECT_PATTERN))
-    run(classemo("data", "synth", "--out", str(synth), "--clips-per-class", "60", "--num-frames", "4",
-                 "--image-size", "64", "--subjects", "60", "--seed", str(seed)))
-    if not (merged / "manifest.json").exists():
-        run(classemo("data", "merge", str(real), str(synth), "--out", str(merged)))
-    return real, synth, merged
+def build_data(work: Path, ferplus: Path, faces: Path, seed: int) -> dict[str, Path]:
+    paths = {k: work / k for k in ("ferplus", "muxspace", "synth", "merged")}
+    if not (paths["ferplus"] / "manifest.json").exists():
+        run(classemo("data", "convert", "ferplus", str(ferplus), "--out", str(paths["ferplus"]), "--image-size",
+                     str(CROP_SIZE), "--no-progress"))
+    if not (paths["muxspace"] / "manifest.json").exists():
+        run(classemo("data", "convert", "images", str(faces), str(paths["muxspace"]), "--label-map",
+                     "configs/label_maps/muxspace.yaml", "--image-size", str(CROP_SIZE), "--subject-pattern",
+                     SUBJECT_PATTERN))
+    if not (paths["synth"] / "manifest.json").exists():
+        run(classemo("data", "synth", "--out", str(paths["synth"]), "--clips-per-class", "60", "--num-frames", "4",
+                     "--image-size", str(CROP_SIZE), "--subjects", "60", "--seed", str(seed)))
+    if not (paths["merged"] / "manifest.json").exists():
+        run(classemo("data", "merge", str(paths["ferplus"]), str(paths["muxspace"]), str(paths["synth"]), "--out",
+                     str(paths["merged"])))
+    return paths
+
+
+def train_stage(work: Path, name: str, args: list[str]) -> float:
+    """One `jobs/train.py` run exported to `<work>/<name>`, unless it is there; its wall minutes (from the record of
+    the run that made it, when skipped)."""
+    out, record = work / name, work / "timings.json"
+    timings = json.loads(record.read_text()) if record.exists() else {}
+    if (out / "model.pt").exists() and name in timings:
+        return timings[name]
+    started = time.time()
+    run([sys.executable, "jobs/train.py", *args, f"run.export_model={out}", "run.register=false"])
+    timings[name] = round((time.time() - started) / 60, 1)
+    record.write_text(json.dumps(timings, indent=2) + "\n")
+    return timings[name]
 
 
 def stills(model: Path) -> dict:
@@ -82,17 +108,17 @@ def stills(model: Path) -> dict:
     return out
 
 
-def train(args: argparse.Namespace, real: Path, merged: Path, stage1: Path, model: Path) -> None:
-    """Stage 1 on the real faces alone, then stage 2 on the merged dataset from stage 1's weights."""
-    run([sys.executable, "jobs/train.py", "--config", args.stage1_config, f"data.root={real}", "data.num_frames=4",
-         f"unified.epochs={args.stage1_epochs}", f"run.export_model={stage1}", "run.register=false",
-         "run.name=classemo-builtin-stage1", f"run.seed={args.seed}"])
-    run([sys.executable, "jobs/train.py", "--config", args.config, f"data.root={merged}",
-         f"unified.resume_from={stage1}", f"run.export_model={model}", "run.register=false",
-         f"run.seed={args.seed}", *args.overrides])
+def scores(model: Path, data: Path) -> dict:
+    """Test-split figures of a checkpoint (`classemo.evaluate.evaluate_dataset`, the path `classemo evaluate` takes)."""
+    from classemo.evaluate import evaluate_dataset
+
+    m = evaluate_dataset(str(model), str(data), split="test")
+    keys = ("num_samples", "accuracy", "uar", "per_class_accuracy", "valence_ccc", "arousal_ccc",
+            "derived_valence_ccc", "derived_arousal_ccc")
+    return {k: m[k] for k in keys if k in m}
 
 
-def render_card(metrics: dict, checkpoint: Path) -> str:
+def render_card(metrics: dict, checkpoint: Path, work: Path) -> str:
     """MODEL_CARD.md from scripts/builtin_model_card.md and the figures just measured."""
     import torch
 
@@ -101,27 +127,39 @@ def render_card(metrics: dict, checkpoint: Path) -> str:
     state = state.get("model", state) if isinstance(state, dict) else state
     params = sum(v.numel() for k, v in state.items() if hasattr(v, "numel") and "running" not in k
                  and "num_batches" not in k)
-    real, synth, hog = metrics["real_faces_test"], metrics["synthetic_test"], metrics["hog_floor_real_faces_test"]
+    fer, fer1, cnn, hog = (metrics[k] for k in ("ferplus_test", "ferplus_test_stage1", "plain_cnn_ferplus_test",
+                                                 "hog_floor_ferplus_test"))
+    real, real_hog, synth = metrics["real_faces_test"], metrics["hog_floor_real_faces_test"], metrics["synthetic_test"]
 
     def counts(source: str) -> str:
-        manifest = json.loads((checkpoint.parent / source / "manifest.json").read_text())
+        manifest = json.loads((work / source / "manifest.json").read_text())
         return " / ".join(f"{manifest['counts'][s]:,}" for s in ("train", "val", "test"))
 
-    stills = ", ".join(f"{name} ({s['expected']}) -> {s['predicted']} ({s.get('prob', 0):.2f})"
-                       for name, s in metrics["stills"].items())
+    def per_class(m: dict) -> str:
+        return ", ".join(f"{k} {v:.2f}" for k, v in m.get("per_class_accuracy", m.get("per_class", {})).items())
+
+    still_text = ", ".join(f"{name} ({s['expected']}) -> {s['predicted']} ({s.get('prob', 0):.2f})"
+                           for name, s in metrics["stills"].items())
     correct = sum(s["correct"] for s in metrics["stills"].values())
+    recipe = metrics["recipe"]
     fill = {
         "params": f"{params / 1e6:.2f} M", "size_mb": f"{(checkpoint / 'model.pt').stat().st_size / 2**20:.1f}",
         "num_frames": config.get("model", {}).get("kwargs", {}).get("num_frames", 4),
-        "train_minutes": metrics["recipe"]["train_minutes"], "stage1_epochs": metrics["recipe"]["stage1_epochs"],
-        "real_counts": counts("muxspace"), "synth_counts": counts("synth"),
-        "real_n": real["num_samples"], "real_acc": f"{real['accuracy']:.3f}", "real_uar": f"{real['uar']:.3f}",
+        "image_size": config.get("preprocessing", {}).get("image_size", 48),
+        "minutes": recipe["minutes"], "build_minutes": recipe["build_minutes"],
+        "stage1_epochs": recipe["stage1_epochs"], "stage2_epochs": recipe["stage2_epochs"],
+        "ferplus_counts": counts("ferplus"), "real_counts": counts("muxspace"), "synth_counts": counts("synth"),
+        "fer_n": fer["num_samples"], "fer_acc": f"{fer['accuracy']:.3f}", "fer_uar": f"{fer['uar']:.3f}",
+        "fer1_acc": f"{fer1['accuracy']:.3f}", "fer1_uar": f"{fer1['uar']:.3f}",
+        "cnn_acc": f"{cnn['accuracy']:.3f}", "cnn_uar": f"{cnn['uar']:.3f}",
         "hog_acc": f"{hog['accuracy']:.3f}", "hog_uar": f"{hog['uar']:.3f}",
+        "fer_per_class": per_class(fer), "cnn_per_class": per_class(cnn),
+        "real_n": real["num_samples"], "real_acc": f"{real['accuracy']:.3f}", "real_uar": f"{real['uar']:.3f}",
+        "real_hog_acc": f"{real_hog['accuracy']:.3f}", "real_hog_uar": f"{real_hog['uar']:.3f}",
         "synth_n": synth["num_samples"], "synth_acc": f"{synth['accuracy']:.3f}", "synth_uar": f"{synth['uar']:.3f}",
-        "real_per_class": ", ".join(f"{k} {v:.2f}" for k, v in real["per_class_accuracy"].items()),
         "synth_vccc": f"{synth.get('valence_ccc', float('nan')):.2f}",
         "synth_accc": f"{synth.get('arousal_ccc', float('nan')):.2f}",
-        "stills": f"**{correct} of 4**: {stills}",
+        "stills": f"**{correct} of 4**: {still_text}",
     }
     return (ROOT / "scripts" / "builtin_model_card.md").read_text().format(**fill)
 
@@ -129,42 +167,49 @@ def render_card(metrics: dict, checkpoint: Path) -> str:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--work", type=Path, default=ROOT / "data" / "builtin-build", help="datasets and run outputs")
+    ap.add_argument("--ferplus", type=Path, default=DATA_DIR / "ferplus" / "data",
+                    help="the FERPlus folder (FER2013Train|Valid|Test; default $CLASSEMO_DATA_DIR/ferplus/data)")
     ap.add_argument("--faces", type=Path, default=DATA_DIR / "faces-muxspace",
                     help="the real-face folder (default: $CLASSEMO_DATA_DIR/faces-muxspace)")
-    ap.add_argument("--stage1-config", default="configs/train_muxspace.yaml", help="stage 1: real faces alone")
-    ap.add_argument("--stage1-epochs", type=int, default=16)
+    ap.add_argument("--stage1-config", default="configs/builtin_ferplus.yaml", help="stage 1: FER+ alone")
     ap.add_argument("--config", default="configs/builtin.yaml", help="stage 2: the merged dataset")
+    ap.add_argument("--cnn-model", default="cnn_gru_tiny", help="the plain-CNN floor (a comparison model)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--install", action="store_true", help="copy the model and its figures into classemo/builtin/")
-    ap.add_argument("--skip-training", action="store_true", help="measure and install an existing <work>/model")
-    ap.add_argument("overrides", nargs="*", help="extra key=value overrides for stage 2's jobs/train.py")
+    ap.add_argument("--no-floors", action="store_true", help="skip the plain-CNN floor (HOG still runs)")
+    ap.add_argument("overrides", nargs="*", help="extra key=value overrides for both stages' jobs/train.py")
     args = ap.parse_args()
 
-    from classemo.evaluate import evaluate_dataset
+    from classemo.config import load_config
     from hog_floor import hog_floor
 
-    work = args.work.resolve()
-    real, synth, merged = build_data(work, args.faces, args.seed)
-    stage1, model = work / "stage1", work / "model"
     started = time.time()
-    if not args.skip_training:
-        train(args, real, merged, stage1, model)
-        minutes = round((time.time() - started) / 60, 1)
-    else:  # measuring an earlier build again: its training time is the one on record
-        minutes = json.loads((work / "metrics.json").read_text())["recipe"]["train_minutes"]
-
-    def scores(data: Path) -> dict:
-        m = evaluate_dataset(str(model), str(data), split="test")
-        keys = ("num_samples", "accuracy", "uar", "per_class_accuracy", "valence_ccc", "arousal_ccc",
-                "derived_valence_ccc", "derived_arousal_ccc")
-        return {k: m[k] for k in keys if k in m}
-
-    metrics = {"recipe": {"stage1": [args.stage1_config, "data.num_frames=4", f"unified.epochs={args.stage1_epochs}"],
-                          "stage1_epochs": args.stage1_epochs, "stage2": [args.config, *args.overrides],
-                          "seed": args.seed,
-                          "train_minutes": minutes},
-               "real_faces_test": scores(real), "synthetic_test": scores(synth),
-               "hog_floor_real_faces_test": hog_floor(str(real)), "stills": stills(model)}
+    work = args.work.resolve()
+    paths = build_data(work, args.ferplus, args.faces, args.seed)
+    stage1, model, cnn = work / "ferplus-start", work / "model", work / "plain-cnn"
+    seed = f"run.seed={args.seed}"
+    minutes = {"stage1": train_stage(work, "ferplus-start", ["--config", args.stage1_config,
+                                                            f"data.root={paths['ferplus']}", seed, *args.overrides])}
+    minutes["stage2"] = train_stage(work, "model", ["--config", args.config, f"data.root={paths['merged']}",
+                                                    f"unified.init_from={stage1}", seed, *args.overrides])
+    if not args.no_floors:
+        # The same config, data and epochs as stage 1, with a plain CNN instead of the paper's model.
+        minutes["plain_cnn"] = train_stage(work, "plain-cnn", [
+            "--config", args.stage1_config, f"data.root={paths['ferplus']}", f"unified.model={args.cnn_model}",
+            "unified.model_kwargs={}", seed, *args.overrides])
+    epochs = [load_config(c, args.overrides).unified.epochs for c in (args.stage1_config, args.config)]
+    size = load_config(args.stage1_config, args.overrides).data.image_size
+    metrics = {"recipe": {"stage1": [args.stage1_config, *args.overrides], "stage2": [args.config, *args.overrides],
+                          "stage1_epochs": epochs[0], "stage2_epochs": epochs[1], "seed": args.seed,
+                          "minutes": minutes, "train_minutes": round(sum(minutes.values()), 1)},
+               "ferplus_test": scores(model, paths["ferplus"]),
+               "ferplus_test_stage1": scores(stage1, paths["ferplus"]),
+               "plain_cnn_ferplus_test": {} if args.no_floors else scores(cnn, paths["ferplus"]),
+               "hog_floor_ferplus_test": hog_floor(str(paths["ferplus"]), size=size),
+               "real_faces_test": scores(model, paths["muxspace"]),
+               "hog_floor_real_faces_test": hog_floor(str(paths["muxspace"])),
+               "synthetic_test": scores(model, paths["synth"]), "stills": stills(model)}
+    metrics["recipe"]["build_minutes"] = round((time.time() - started) / 60, 1)
     print(json.dumps(metrics, indent=2, default=float))
     (work / "metrics.json").write_text(json.dumps(metrics, indent=2, default=float) + "\n")
     if args.install:
@@ -172,7 +217,7 @@ def main() -> None:
         for name in ("config.json", "model.pt"):
             shutil.copy2(model / name, dest / name)
         (dest / "metrics.json").write_text(json.dumps(metrics, indent=2, default=float) + "\n")
-        (dest / "MODEL_CARD.md").write_text(render_card(metrics, model))
+        (dest / "MODEL_CARD.md").write_text(render_card(metrics, model, work))
         print(f"installed the model, metrics.json and MODEL_CARD.md into {dest}")
 
 

@@ -29,13 +29,17 @@ def test_the_package_ships_the_model_with_its_card_and_licences():
     for name in ("config.json", "model.pt", "MODEL_CARD.md", "metrics.json", "LICENSE-faces-muxspace"):
         assert (folder / name).is_file(), name
     size_mb = (folder / "model.pt").stat().st_size / 2**20
-    assert size_mb < 16, f"the built-in model is {size_mb:.1f} MB"
+    assert size_mb <= 25, f"the built-in model is {size_mb:.1f} MB"  # issue 28's limit on the package
     card = (folder / "MODEL_CARD.md").read_text()
     metrics = json.loads((folder / "metrics.json").read_text())
-    # The card quotes the figures the rebuild script measured, not other ones.
-    assert f"{metrics['real_faces_test']['accuracy']:.3f}" in card
-    assert f"{metrics['hog_floor_real_faces_test']['accuracy']:.3f}" in card
-    assert "scripts/build_builtin_model.py" in card
+    # The card quotes the figures the rebuild script measured, not other ones: the model beside both floors on the
+    # same FER+ test crops, and faces-muxspace beside its HOG floor.
+    for key in ("ferplus_test", "plain_cnn_ferplus_test", "hog_floor_ferplus_test", "real_faces_test",
+                "hog_floor_real_faces_test"):
+        assert f"{metrics[key]['accuracy']:.3f}" in card and f"{metrics[key]['uar']:.3f}" in card, key
+    assert metrics["ferplus_test"]["num_samples"] > 3000  # the whole FER+ test split, not a slice
+    # FER+ images carry no licence grant: the card says so, and that the weights inherit it.
+    assert "no licence grant" in card and "scripts/build_builtin_model.py" in card
 
 
 def test_loads_by_name_with_its_provenance(builtin):
