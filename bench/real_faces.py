@@ -11,10 +11,12 @@ the validation split (best epoch, champion scoring) and the rest train. Per fold
   `classemo.evaluate.evaluate_dataset` on the fold's test split;
 - the floor: HOG + linear SVM (bench/hog_floor.py) fitted on the fold's train + val, scored on the same test split.
 
-Job overrides after the options go to every fold's job as they are. `unified.init_from=builtin` fine-tunes every
-fold from the model shipped in the package (docs/training.md, "Fine-tuning from the built-in model"; repeat its
-`unified.model_kwargs.grayscale=true` and its 64 px / 4 frames); a checkpoint directory given there must be an
-absolute path, since the folds' jobs run from the repository root.
+Job overrides after the options go to every fold's job as they are. `--config configs/finetune_builtin.yaml`
+fine-tunes every fold from the model shipped in the package (docs/training.md, "Fine-tuning from the built-in
+model"); add `unified.init_from=<dir>` to start from another checkpoint instead, such as the FER+-only start of
+`scripts/build_builtin_model.py` (`data/builtin-build/ferplus-start`, which has seen no faces-muxspace face, so no
+fold's test faces leak in). A checkpoint directory must be an absolute path: the folds' jobs run from the repository
+root.
 
 It prints accuracy, UAR and per-class accuracy of both per fold and as mean +- std over folds, and writes
 `results.json` and `results.md` into `--out`.

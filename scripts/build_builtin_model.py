@@ -138,6 +138,9 @@ def render_card(metrics: dict, checkpoint: Path, work: Path) -> str:
     def per_class(m: dict) -> str:
         return ", ".join(f"{k} {v:.2f}" for k, v in m.get("per_class_accuracy", m.get("per_class", {})).items())
 
+    def figure(m: dict, key: str) -> str:
+        return f"{m[key]:.3f}" if key in m else "not measured in this build (--no-floors)"
+
     still_text = ", ".join(f"{name} ({s['expected']}) -> {s['predicted']} ({s.get('prob', 0):.2f})"
                            for name, s in metrics["stills"].items())
     correct = sum(s["correct"] for s in metrics["stills"].values())
@@ -151,9 +154,9 @@ def render_card(metrics: dict, checkpoint: Path, work: Path) -> str:
         "ferplus_counts": counts("ferplus"), "real_counts": counts("muxspace"), "synth_counts": counts("synth"),
         "fer_n": fer["num_samples"], "fer_acc": f"{fer['accuracy']:.3f}", "fer_uar": f"{fer['uar']:.3f}",
         "fer1_acc": f"{fer1['accuracy']:.3f}", "fer1_uar": f"{fer1['uar']:.3f}",
-        "cnn_acc": f"{cnn['accuracy']:.3f}", "cnn_uar": f"{cnn['uar']:.3f}",
+        "cnn_acc": figure(cnn, "accuracy"), "cnn_uar": figure(cnn, "uar"),
         "hog_acc": f"{hog['accuracy']:.3f}", "hog_uar": f"{hog['uar']:.3f}",
-        "fer_per_class": per_class(fer), "cnn_per_class": per_class(cnn),
+        "fer_per_class": per_class(fer), "cnn_per_class": per_class(cnn) or "not measured",
         "real_n": real["num_samples"], "real_acc": f"{real['accuracy']:.3f}", "real_uar": f"{real['uar']:.3f}",
         "real_hog_acc": f"{real_hog['accuracy']:.3f}", "real_hog_uar": f"{real_hog['uar']:.3f}",
         "synth_n": synth["num_samples"], "synth_acc": f"{synth['accuracy']:.3f}", "synth_uar": f"{synth['uar']:.3f}",

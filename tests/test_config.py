@@ -49,10 +49,13 @@ def test_missing_or_malformed_file(tmp_path: Path) -> None:
 
 
 def test_shipped_configs_load() -> None:
-    files = sorted(CONFIGS.glob("train_*.yaml"))
-    assert files
+    files = sorted([*CONFIGS.glob("train_*.yaml"), *CONFIGS.glob("builtin*.yaml"), CONFIGS / "finetune_builtin.yaml"])
+    assert len(files) > 3
     for f in files:
         load_config(f)
+    # The built-in model's recipe trains on FER+'s vote distributions; fine-tuning starts from the built-in model.
+    assert load_config(CONFIGS / "builtin_ferplus.yaml").unified.soft_labels
+    assert load_config(CONFIGS / "finetune_builtin.yaml").unified.init_from == "builtin"
 
 
 def test_parse_override_parses_yaml_values() -> None:
