@@ -103,14 +103,15 @@ def test_init_from_with_resume_from_is_a_config_error() -> None:
 
 
 def test_builtin_loads_for_a_dataset_of_its_labels(tiny_dataset: Path) -> None:
-    """The synthetic data set has the built-in model's labels; the run repeats its grayscale, 64 px and 4 frames."""
+    """The synthetic data set has the built-in model's labels; the run repeats its grayscale and input shape."""
     from classemo.predictor import Predictor
 
     builtin = Predictor.from_checkpoint("builtin", device="cpu", dtype="float32")
     assert list(builtin.labels) == list(read_manifest(tiny_dataset).label_set.names)
+    shape = dict(image_size=builtin.preprocessing.image_size, num_frames=builtin.num_frames)
     with pytest.raises(ResumeError, match="add unified.model_kwargs.grayscale=True"):
-        _load("builtin", tiny_dataset, kwargs={}, image_size=64, num_frames=4)
-    state, reinit = _load("builtin", tiny_dataset, kwargs={"grayscale": True}, image_size=64, num_frames=4)
+        _load("builtin", tiny_dataset, kwargs={}, **shape)
+    state, reinit = _load("builtin", tiny_dataset, kwargs={"grayscale": True}, **shape)
     assert reinit == []
     for k, v in builtin.model.state_dict().items():
         assert torch.equal(state[k], v.float() if v.is_floating_point() else v), k
