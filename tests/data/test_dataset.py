@@ -31,3 +31,19 @@ def test_split_id_names_the_root_and_changes_with_the_content(tiny_dataset: Path
 def test_first_clip_frames_are_the_encoded_frames_of_one_clip(tiny_dataset: Path) -> None:
     frames = first_clip_frames(inspect_dataset(str(tiny_dataset)), "val")
     assert len(frames) == 4 and all(f[:4] == b"\x89PNG" or f[:2] == b"\xff\xd8" for f in frames)
+
+
+def test_has_column_reads_the_shards_schema(tiny_dataset: Path, tmp_path: Path) -> None:
+    """The job asks before reading soft labels: shards written before the column existed lack it."""
+    import shutil
+
+    import pyarrow.parquet as pq
+
+    assert inspect_dataset(str(tiny_dataset)).has_column("soft_label")
+    old = tmp_path / "old"
+    shutil.copytree(tiny_dataset, old)
+    for shard in (old / "train").glob("*.parquet"):
+        table = pq.read_table(shard)
+        pq.write_table(table.drop_columns(["soft_label"]), shard)
+    info = inspect_dataset(str(old))
+    assert not info.has_column("soft_label") and info.has_column("frames")
