@@ -131,7 +131,8 @@ def resolve_window(predictor: "Predictor", window: int | None, stride: int | Non
 def write_analysis(out_dir: str | Path, source: str | Path, obs: Observation, rows: list[dict], predictor: "Predictor",
                    *, fps: float, window: int, stride: int, segment_s: float = 60.0,
                    teacher: str | int | None = "auto", save_crops: bool = False,
-                   analytics: AnalyticsConfig | None = None, model_s: float = 0.0) -> AnalysisResult:
+                   analytics: AnalyticsConfig | None = None, model_s: float = 0.0,
+                   extra: dict | None = None) -> AnalysisResult:
     """Stage 3: roles, the timeline and the summary of a video's windows; write timeline.parquet, summary.json and
     report.html into out_dir (created).
 
@@ -143,6 +144,7 @@ def write_analysis(out_dir: str | Path, source: str | Path, obs: Observation, ro
         predictor: the model (labels, provenance).
         fps, window, stride, segment_s, teacher, save_crops, analytics: as in `analyze_video`.
         model_s: seconds spent in the model, for the summary's timings.
+        extra: more top-level summary entries (a live lesson's drops, gaps and alerts under "live").
     """
     from classemo.report import write_report
 
@@ -181,6 +183,7 @@ def write_analysis(out_dir: str | Path, source: str | Path, obs: Observation, ro
         model=dict(getattr(predictor, "info", {}) or {}),
         timings_s={**obs.timings, "model": model_s},
         privacy=PRIVACY_NOTE + (" Face crops WERE saved (--save-crops)." if save_crops else ""),
+        **(extra or {}),
     )
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

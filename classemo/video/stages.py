@@ -18,7 +18,7 @@ from collections import defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -83,14 +83,22 @@ class FaceObserver:
         info: `probe_video(path)`, if the caller has it.
         crops_dir: store each crop as PNG under crops_dir/track_<id>/ (None: keep no face images).
         progress: show a tqdm bar over frames.
+        stream: the frames, when they do not come from a file: an iterable of `(index, time_s, frame_bgr)` with
+            `info`, `decoded`, `yielded`, `truncated` and `expected_samples`, such as `classemo.live.LiveSource`.
+        max_wait_s: also yield a chunk (empty when no face came) once this much stream time has passed since the
+            last one, so a live consumer hears from the stream even while nobody is in view (None: never).
     """
 
     def __init__(self, path: str | Path, face_path: FacePath, tracker: Tracker, *, fps: float, embed_batch: int = 64,
-                 info: VideoInfo | None = None, crops_dir: Path | None = None, progress: bool = False) -> None:
-        self.stream = FrameStream(path, fps=fps, info=info)
+                 info: VideoInfo | None = None, crops_dir: Path | None = None, progress: bool = False,
+                 stream: Any = None, max_wait_s: float | None = None) -> None:
+        self.stream = stream if stream is not None else FrameStream(path, fps=fps, info=info)
         self.face_path, self.tracker, self.embed_batch = face_path, tracker, embed_batch
-        self.crops_dir, self.progress, self.name = crops_dir, progress, Path(path).name
+        self.crops_dir, self.progress, self.name = crops_dir, progress, Path(str(path)).name
+        self.max_wait_s = max_wait_s
         self.observation: Observation | None = None
+        self.centres: dict[int, list] = defaultdict(list)  # per track, face centres so far (the region teacher rule)
+        self.last_time = 0.0  # stream time of the newest frame read
 
     def __iter__(self) -> Iterator[FaceChunk]:
         import cv2
@@ -99,12 +107,13 @@ class FaceObserver:
         face_path, tracker = self.face_path, self.tracker
         too_small_before = face_path.too_small  # a model's face path is shared between videos
         timings: dict[str, float] = defaultdict(float)
-        centres: dict[int, list] = defaultdict(list)
+        centres = self.centres
         pending: list[tuple[int, float, np.ndarray, np.ndarray]] = []  # (track, time, box, crop RGB)
         # The tracks with an open window buffer, in the buffer's order: the crops' tracks join when their chunk is
         # embedded, and leave when their last window is cut. Tracks with crops still pending are not yet open.
         open_tracks: dict[int, None] = {}
         frames_with_faces = num_faces = 0
+        last_chunk_t = 0.0
 
         def chunk(ended: list[int], final: bool = False) -> FaceChunk:
             tids = [p[0] for p in pending]
@@ -126,6 +135,7 @@ class FaceObserver:
             if item is None:
                 break
             index, t, frame = item
+            self.last_time = t
             found = face_path.detect(frame)
             t2 = time.perf_counter()
             timings["detect"] += t2 - t1
@@ -146,7 +156,9 @@ class FaceObserver:
                         cv2.imwrite(str(d / f"{index:07d}.png"), crop)
             timings["crop"] += time.perf_counter() - t3
             ended = [tid for tid in open_tracks if t - tracker.tracks[tid].last_t > tracker.max_lost_s]
-            if len(pending) >= self.embed_batch or ended:
+            waited = self.max_wait_s is not None and t - last_chunk_t >= self.max_wait_s
+            if len(pending) >= self.embed_batch or ended or waited:
+                last_chunk_t = t
                 yield chunk(ended)
             bar.update(1)
         bar.close()

@@ -1,0 +1,60 @@
+"""run_live: a classroom stream through the stages of `analyze`, a state about every second, the same outputs.
+
+Read whole (no real-time drops), a file gives the frames `analyze` samples, so the live lesson's timeline must be the
+recording's: the same people, windows and labels (probabilities to float noise, as live embeds each frame's faces
+on their own rather than 64 crops at a time).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from classemo.live.session import run_live
+from classemo.live.source import LiveSource
+from classemo.synth.classroom import make_classroom_video
+from classemo.video.pipeline import analyze_video
+
+
+@pytest.fixture(scope="module")
+def predictor():
+    from classemo.predictor import Predictor
+
+    return Predictor.from_checkpoint("builtin", device="cpu", dtype="float32")
+
+
+@pytest.fixture(scope="module")
+def classroom(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("live") / "lesson.mp4"
+    make_classroom_video(path, scenario="lively", num_students=5, seconds=6, fps=5, seed=3, size=(640, 360))
+    return path
+
+
+def test_a_live_lesson_reads_as_its_recording(predictor, classroom: Path, tmp_path: Path) -> None:
+    states: list[dict] = []
+    result = run_live(LiveSource(str(classroom), fps=5.0, realtime=False), predictor, out_dir=tmp_path / "live",
+                      on_state=states.append, state_every_s=0.0)
+    recorded = analyze_video(classroom, predictor, out_dir=tmp_path / "rec", fps=5.0, progress=False)
+
+    live_tl, rec_tl = pd.read_parquet(result.timeline_path), recorded.timeline
+    assert len(live_tl) == len(rec_tl) > 0
+    for col in ("track", "role", "time", "label", "num_frames"):
+        assert live_tl[col].tolist() == rec_tl[col].tolist(), col
+    probs = [c for c in rec_tl.columns if c.startswith("p_")]
+    np.testing.assert_allclose(live_tl[probs].to_numpy(), rec_tl[probs].to_numpy(), atol=1e-4)
+    assert (tmp_path / "live" / "report.html").is_file()
+
+    summary = json.loads(result.summary_path.read_text())
+    assert summary["live"]["dropped_frames"] == 0 and summary["live"]["gaps"] == []
+    assert summary["live"]["analysed_frames"] == summary["video"]["analysed_frames"] == 30
+    # States came while the stream ran: people appear once their first window is cut, with the stream's health.
+    assert len(states) >= 10 and states[-1]["ended"]
+    assert not states[-1]["no_faces"] and len(states[-1]["people"]) >= 4
+    health = states[-1]["health"]
+    assert health["analysed"] == 30 and health["dropped"] == 0 and health["state_age_s"] >= 0
+    person = states[-1]["people"][0]
+    assert person["label"] in predictor.labels and 0 <= person["negative"] <= 1 and person["sparkline"]
