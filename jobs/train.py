@@ -248,7 +248,7 @@ def run_training(cfg: JobConfig, info: Any = None, *, generator_dir: str = "", p
     import ray
 
     from classemo.data.batches import cache_decision, decoded_bytes
-    from classemo.data.dataset import DatasetError
+    from classemo.data.dataset import require_soft_labels
     from jobs.data import clip_pipeline, read_split, val_shards
     from jobs.stages import pack_dir, unified_train_fn
 
@@ -275,9 +275,8 @@ def run_training(cfg: JobConfig, info: Any = None, *, generator_dir: str = "", p
     inputs = dict(num_frames=d.num_frames, image_size=d.image_size, map_batch_size=d.map_batch_size, mean=prep.mean,
                   std=prep.std)
     soft = cfg.unified.soft_labels
-    if soft and not info.has_column("soft_label"):
-        raise DatasetError(f"unified.soft_labels is on but {info.root} has no soft_label column (converters that keep "
-                           "annotators' votes write it: classemo data convert ferplus)")
+    if soft:
+        require_soft_labels(info)
     # Only training uses soft labels; validation scores the hard label, as the test metrics do.
     train = clip_pipeline(read_split(info, "train", limit=d.limit_train, soft_labels=soft), train=True,
                           augment=d.augment, cache=cache["train"], soft_classes=len(labels) if soft else 0, **inputs)

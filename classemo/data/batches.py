@@ -14,7 +14,7 @@ from typing import Any, Sequence
 import numpy as np
 import pyarrow as pa
 
-from classemo.data.dataset import DatasetError
+from classemo.data.dataset import NO_SOFT_LABELS, DatasetError
 from classemo.data.format import Manifest
 from classemo.data.peak import select_peak_index
 from classemo.data.transforms import (ClipAugment, decode_image, finish_frames, frames_to_tensor, pad_clips,
@@ -57,8 +57,7 @@ def soft_labels(batch: pa.Table, num_classes: int) -> np.ndarray:
             another number of classes.
     """
     if "soft_label" not in batch.column_names:
-        raise DatasetError("unified.soft_labels is on but the dataset has no soft_label column (converters that keep "
-                           "annotators' votes write it: classemo data convert ferplus)")
+        raise DatasetError(NO_SOFT_LABELS.format(root="the dataset"))
     out = np.full((batch.num_rows, num_classes), np.nan, dtype=np.float32)
     for i, row in enumerate(batch.column("soft_label").to_pylist()):
         if row is None:

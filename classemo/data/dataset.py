@@ -132,6 +132,20 @@ def split_digest(info: DatasetInfo, split: str) -> str:
     return hashlib.sha1(blob.encode()).hexdigest()[:12]
 
 
+NO_SOFT_LABELS = ("unified.soft_labels is on but {root} has no soft_label column (converters that keep annotators' "
+                  "votes write it: classemo data convert ferplus)")
+
+
+def require_soft_labels(info: DatasetInfo) -> None:
+    """Fail fast, before any Ray work, when a run asks for soft labels from a dataset without them.
+
+    Raises:
+        DatasetError: naming the dataset and the converter that writes the column.
+    """
+    if not info.has_column("soft_label"):
+        raise DatasetError(NO_SOFT_LABELS.format(root=info.root))
+
+
 def split_id(info: DatasetInfo, split: str) -> str:
     """Identity of a split: its root and `split_digest`.
 

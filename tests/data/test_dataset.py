@@ -47,3 +47,8 @@ def test_has_column_reads_the_shards_schema(tiny_dataset: Path, tmp_path: Path) 
         pq.write_table(table.drop_columns(["soft_label"]), shard)
     info = inspect_dataset(str(old))
     assert not info.has_column("soft_label") and info.has_column("frames")
+    from classemo.data.dataset import require_soft_labels
+
+    require_soft_labels(inspect_dataset(str(tiny_dataset)))
+    with pytest.raises(DatasetError, match=f"{old} has no soft_label column"):
+        require_soft_labels(info)
