@@ -24,10 +24,11 @@ def index_of(frame: np.ndarray) -> int:
 
 class MjpegServer:
     """Serves frames as multipart/x-mixed-replace JPEGs at `fps`; each connection gets `per_connection` frames and is
-    then cut off (a camera dropping out), the next one goes on from there. `refuse` closes new connections at once."""
+    then cut off (a camera dropping out), the next one goes on from there. `refuse` answers new connections 503."""
 
-    def __init__(self, fps: float = 20.0, per_connection: int = 1000) -> None:
+    def __init__(self, fps: float = 20.0, per_connection: int = 1000, frames: list[np.ndarray] | None = None) -> None:
         self.fps, self.per_connection, self.sent, self.connections, self.refuse = fps, per_connection, 0, 0, False
+        self.frames = frames  # played in a loop; None: frame_of(i)
         server = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -41,7 +42,9 @@ class MjpegServer:
                 self.end_headers()
                 try:
                     for _ in range(server.per_connection):
-                        ok, buf = cv2.imencode(".jpg", frame_of(server.sent % 36))
+                        frame = server.frames[server.sent % len(server.frames)] if server.frames else \
+                            frame_of(server.sent % 36)
+                        ok, buf = cv2.imencode(".jpg", frame)
                         self.wfile.write(b"--frame\r\nContent-Type: image/jpeg\r\nContent-Length: "
                                          + str(len(buf)).encode() + b"\r\n\r\n" + buf.tobytes() + b"\r\n")
                         server.sent += 1

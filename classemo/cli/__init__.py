@@ -13,6 +13,7 @@ from classemo.cli.convert import (afew_va_command, classroom_command, ferplus_co
                                   videos_command)
 from classemo.cli.data import info_command, merge_command, synth_classroom_command, synth_command
 from classemo.cli.evaluate import evaluate_command
+from classemo.cli.live import live_command
 
 app = typer.Typer(help="classemo: classroom facial-emotion analytics.", no_args_is_help=True, add_completion=False)
 data_app = typer.Typer(help="Create, convert and inspect frame-sequence datasets.", no_args_is_help=True)
@@ -30,6 +31,7 @@ def version() -> None:
 
 app.command("analyze")(analyze_command)
 app.command("evaluate")(evaluate_command)
+app.command("live")(live_command)
 app.add_typer(data_app, name="data")
 convert_app.command("images")(images_command)
 convert_app.command("videos")(videos_command)
