@@ -1,0 +1,64 @@
+"""The teacher's live page in a real browser (Debian's Chromium driven by Playwright): tiles, gauge and stream
+health appear and change while `classemo live` reads a synthetic classroom served as MJPEG on 127.0.0.1."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import cv2
+import pytest
+
+from classemo.synth.classroom import make_classroom_video
+from mjpeg import MjpegServer
+
+pytestmark = pytest.mark.browser
+
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync"]
+
+
+def test_the_page_shows_people_and_follows_the_stream(tmp_path: Path) -> None:
+    from playwright.sync_api import sync_playwright
+
+    chromium = shutil.which("chromium") or "/usr/bin/chromium"
+    if not Path(chromium).exists():
+        pytest.fail("headless Chromium is missing: `make browser` (or apt-get install chromium) installs it")
+    video = tmp_path / "lesson.mp4"
+    make_classroom_video(video, scenario="lively", num_students=5, seconds=8, fps=5, seed=5, size=(640, 360))
+    cap, frames = cv2.VideoCapture(str(video)), []
+    while (frame := cap.read()[1]) is not None:
+        frames.append(frame)
+    server = MjpegServer(fps=5.0, frames=frames)
+    proc = subprocess.Popen([sys.executable, "-m", "classemo.cli", "live", server.url, "--out", str(tmp_path / "out"),
+                             "--seconds", "14", "--port", "0", "--title", "Room 7"],
+                            stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=dict(os.environ))
+    try:
+        url = next(line.split()[2] for line in proc.stderr if line.startswith("live page: "))
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
+            page = browser.new_page(viewport={"width": 1100, "height": 700})
+            page.goto(url)
+            assert page.title() == "Room 7"
+            page.wait_for_selector(".tile", timeout=30_000)  # a person's first window is cut
+            first_health = page.inner_text("#health")
+            tiles = page.locator(".tile").count()
+            time.sleep(3)
+            later_health = page.inner_text("#health")
+            gauge = page.eval_on_selector("#gauge div", "e => e.style.width")
+            emotions = page.locator(".tile .emo").all_inner_texts()
+            page.screenshot(path=str(tmp_path / "live.png"))
+            browser.close()
+    finally:
+        proc.wait(timeout=120)
+        server.close()
+    assert tiles >= 3 and set(emotions) <= {"fear", "anger", "disgust", "happy", "sad", "positive", "neutral"}
+    stream_time = [float(re.search(r"t = ([\d.]+) s", h).group(1)) for h in (first_health, later_health)]
+    assert stream_time[1] > stream_time[0]  # updated without a reload
+    assert "fps analysed" in later_health and re.fullmatch(r"\d+%", gauge) and gauge != "0%"
+    assert (tmp_path / "live.png").stat().st_size > 10_000 and proc.returncode == 0
