@@ -1,8 +1,10 @@
-"""The teacher's live page in a real browser (Debian's Chromium driven by Playwright): tiles, gauge and stream
-health appear and change while `classemo live` reads a synthetic classroom served as MJPEG on 127.0.0.1."""
+"""`classemo live` as a teacher runs it: a synthetic classroom served as MJPEG over HTTP on 127.0.0.1, the page in a
+real browser (Debian's Chromium driven by Playwright) whose tiles, gauge and stream health appear and change while
+the lesson goes on, and the report at the end."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -55,10 +57,14 @@ def test_the_page_shows_people_and_follows_the_stream(tmp_path: Path) -> None:
             page.screenshot(path=str(tmp_path / "live.png"))
             browser.close()
     finally:
-        proc.wait(timeout=120)
+        out, _ = proc.communicate(timeout=120)
         server.close()
     assert tiles >= 3 and set(emotions) <= {"fear", "anger", "disgust", "happy", "sad", "positive", "neutral"}
     stream_time = [float(re.search(r"t = ([\d.]+) s", h).group(1)) for h in (first_health, later_health)]
     assert stream_time[1] > stream_time[0]  # updated without a reload
     assert "fps analysed" in later_health and re.fullmatch(r"\d+%", gauge) and gauge != "0%"
     assert (tmp_path / "live.png").stat().st_size > 10_000 and proc.returncode == 0
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["live"]["analysed_frames"] > 40 and summary["live"]["states"] > 5
+    assert (tmp_path / "out" / "report.html").is_file() and (tmp_path / "out" / "timeline.parquet").is_file()
+    assert "person(s) tracked" in out and "frames analysed" in out
