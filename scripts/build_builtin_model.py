@@ -167,6 +167,16 @@ def render_card(metrics: dict, checkpoint: Path, work: Path) -> str:
     return (ROOT / "scripts" / "builtin_model_card.md").read_text().format(**fill)
 
 
+def install(work: Path, metrics: dict) -> None:
+    """The build's model, its figures and its card into classemo/builtin/."""
+    dest, model = ROOT / "classemo" / "builtin", work / "model"
+    for name in ("config.json", "model.pt"):
+        shutil.copy2(model / name, dest / name)
+    (dest / "metrics.json").write_text(json.dumps(metrics, indent=2, default=float) + "\n")
+    (dest / "MODEL_CARD.md").write_text(render_card(metrics, model, work))
+    print(f"installed the model, metrics.json and MODEL_CARD.md into {dest}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--work", type=Path, default=ROOT / "data" / "builtin-build", help="datasets and run outputs")
@@ -179,6 +189,8 @@ def main() -> None:
     ap.add_argument("--cnn-model", default="cnn_gru_tiny", help="the plain-CNN floor (a comparison model)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--install", action="store_true", help="copy the model and its figures into classemo/builtin/")
+    ap.add_argument("--install-only", action="store_true",
+                    help="install a finished build (<work>/model and <work>/metrics.json) without training or measuring")
     ap.add_argument("--no-floors", action="store_true", help="skip the plain-CNN floor (HOG still runs)")
     ap.add_argument("overrides", nargs="*", help="extra key=value overrides for both stages' jobs/train.py")
     args = ap.parse_args()
@@ -188,6 +200,9 @@ def main() -> None:
 
     started = time.time()
     work = args.work.resolve()
+    if args.install_only:
+        install(work, json.loads((work / "metrics.json").read_text()))
+        return
     paths = build_data(work, args.ferplus, args.faces, args.seed)
     stage1, model, cnn = work / "ferplus-start", work / "model", work / "plain-cnn"
     seed = f"run.seed={args.seed}"
@@ -216,12 +231,7 @@ def main() -> None:
     print(json.dumps(metrics, indent=2, default=float))
     (work / "metrics.json").write_text(json.dumps(metrics, indent=2, default=float) + "\n")
     if args.install:
-        dest = ROOT / "classemo" / "builtin"
-        for name in ("config.json", "model.pt"):
-            shutil.copy2(model / name, dest / name)
-        (dest / "metrics.json").write_text(json.dumps(metrics, indent=2, default=float) + "\n")
-        (dest / "MODEL_CARD.md").write_text(render_card(metrics, model, work))
-        print(f"installed the model, metrics.json and MODEL_CARD.md into {dest}")
+        install(work, metrics)
 
 
 if __name__ == "__main__":
