@@ -150,7 +150,7 @@ def render_card(metrics: dict, checkpoint: Path, work: Path) -> str:
         "num_frames": config.get("model", {}).get("kwargs", {}).get("num_frames", 4),
         "image_size": config.get("preprocessing", {}).get("image_size", 48),
         "minutes": ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in recipe["minutes"].items()),
-        "build_minutes": recipe["build_minutes"],
+        "build_minutes": recipe.get("build_minutes") or "n/a",
         "stage1_epochs": recipe["stage1_epochs"], "stage2_epochs": recipe["stage2_epochs"],
         "ferplus_counts": counts("ferplus"), "real_counts": counts("muxspace"), "synth_counts": counts("synth"),
         "fer_n": fer["num_samples"], "fer_acc": f"{fer['accuracy']:.3f}", "fer_uar": f"{fer['uar']:.3f}",
