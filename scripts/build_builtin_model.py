@@ -152,6 +152,7 @@ def render_card(metrics: dict, checkpoint: Path, work: Path) -> str:
         "minutes": ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in recipe["minutes"].items()),
         "build_minutes": recipe.get("build_minutes") or "n/a",
         "stage1_epochs": recipe["stage1_epochs"], "stage2_epochs": recipe["stage2_epochs"],
+        "cnn_epochs": recipe.get("plain_cnn_epochs", recipe["stage1_epochs"]),
         "ferplus_counts": counts("ferplus"), "real_counts": counts("muxspace"), "synth_counts": counts("synth"),
         "fer_n": fer["num_samples"], "fer_acc": f"{fer['accuracy']:.3f}", "fer_uar": f"{fer['uar']:.3f}",
         "fer1_acc": f"{fer1['accuracy']:.3f}", "fer1_uar": f"{fer1['uar']:.3f}",
@@ -188,6 +189,7 @@ def main() -> None:
     ap.add_argument("--stage1-config", default="configs/builtin_ferplus.yaml", help="stage 1: FER+ alone")
     ap.add_argument("--config", default="configs/builtin.yaml", help="stage 2: the merged dataset")
     ap.add_argument("--cnn-model", default="cnn_gru_tiny", help="the plain-CNN floor (a comparison model)")
+    ap.add_argument("--cnn-epochs", type=int, default=0, help="the plain CNN's epochs (default: stage 1's)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--install", action="store_true", help="copy the model and its figures into classemo/builtin/")
     ap.add_argument("--install-only", action="store_true",
@@ -211,15 +213,18 @@ def main() -> None:
                                                             f"data.root={paths['ferplus']}", seed, *args.overrides])}
     minutes["stage2"] = train_stage(work, "model", ["--config", args.config, f"data.root={paths['merged']}",
                                                     f"unified.init_from={stage1}", seed, *args.overrides])
+    epochs = [load_config(c, args.overrides).unified.epochs for c in (args.stage1_config, args.config)]
+    cnn_epochs = args.cnn_epochs or epochs[0]
     if not args.no_floors:
-        # The same config, data and epochs as stage 1, with a plain CNN instead of the paper's model.
+        # The same config and data as stage 1 (and its epochs unless --cnn-epochs), a plain CNN for the paper's model.
         minutes["plain_cnn"] = train_stage(work, "plain-cnn", [
             "--config", args.stage1_config, f"data.root={paths['ferplus']}", f"unified.model={args.cnn_model}",
-            "unified.model_kwargs={}", seed, *args.overrides])
-    epochs = [load_config(c, args.overrides).unified.epochs for c in (args.stage1_config, args.config)]
+            "unified.model_kwargs={}", f"unified.epochs={cnn_epochs}", "run.name=classemo-builtin-plain-cnn", seed,
+            *args.overrides])
     size = load_config(args.stage1_config, args.overrides).data.image_size
     metrics = {"recipe": {"stage1": [args.stage1_config, *args.overrides], "stage2": [args.config, *args.overrides],
-                          "stage1_epochs": epochs[0], "stage2_epochs": epochs[1], "seed": args.seed,
+                          "stage1_epochs": epochs[0], "stage2_epochs": epochs[1], "plain_cnn_epochs": cnn_epochs,
+                          "seed": args.seed,
                           "minutes": minutes, "train_minutes": round(sum(minutes.values()), 1)},
                "ferplus_test": scores(model, paths["ferplus"]),
                "ferplus_test_stage1": scores(stage1, paths["ferplus"]),
