@@ -32,7 +32,9 @@ def test_a_slow_analysis_drops_the_oldest_frames_and_never_lags(small_video: Pat
         time.sleep(0.25)
     assert source.dropped > 0 and source.dropped + len(seen) == source.decoded == 36
     assert seen == sorted(seen)
-    assert max(lags) < 0.25 * 2 + 0.3  # at most the queue's two frames of analysis behind, plus scheduling slack
+    # At most the queue's two frames of analysis behind plus slack for a loaded machine; unbounded, the lag would
+    # reach ~5 s by the end (36 frames at 0.25 s of analysis each against 3.6 s of video).
+    assert max(lags) < 1.0
     health = source.health()
     assert health.dropped == source.dropped and health.analysed == len(seen) and health.gaps == []
 
