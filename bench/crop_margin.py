@@ -1,0 +1,136 @@
+"""How tight should the face path cut FER+ faces? One plain CNN, the same images and budget, crops cut several ways.
+
+FER2013's 48 px images are tighter than the face path's aligned crop: at margin 0.2 a FER+ face fills only about
+half of the crop, so a 48 px model reads it at about 25 px. This trains the same small CNN (pure PyTorch, no Ray:
+the crops are the only variable) on the first `--train` FER+ train faces and scores the first `--test` test faces
+(majority labels, the paper's seven classes), for the raw images and for aligned crops at each margin. YuNet runs
+once per image; every margin warps the same five landmarks. A face with no usable landmarks falls back to the whole
+image, as the converter does.
+
+    python bench/crop_margin.py --ferplus ../shared/data/ferplus/data --margins 0.2 0.1 0 -0.1
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+from torch import nn
+
+from classemo.data.convert_ferplus import DEFAULT_MAP, _read_label_csv, prepare_face, vote_winner
+from classemo.faces import FacePath, FaceSettings
+from classemo.faces.crop import ARCFACE_TEMPLATE, similarity_transform, usable_landmarks
+from classemo.labels import PAPER_LABELS
+
+SIZE = 48
+
+
+def warp(frame: np.ndarray, landmarks: np.ndarray, margin: float) -> np.ndarray:
+    template = (ARCFACE_TEMPLATE + margin) / (1 + 2 * margin) * SIZE
+    m = similarity_transform(np.asarray(landmarks, np.float64), template)
+    return cv2.warpAffine(frame, m, (SIZE, SIZE), flags=cv2.INTER_AREA, borderMode=cv2.BORDER_REPLICATE)
+
+
+def load(root: Path, folder: str, limit: int, margins: list[float], path: FacePath) -> tuple[dict, np.ndarray, int]:
+    """Grey crops per variant ("raw" and each margin) and labels, for the first `limit` labelled faces."""
+    crops: dict[str, list[np.ndarray]] = {"raw": [], **{str(m): [] for m in margins}}
+    labels, fallbacks = [], 0
+    for name, votes in _read_label_csv(root / folder / "label.csv", None):
+        if votes is None:
+            continue
+        label, _ = vote_winner(votes, DEFAULT_MAP, "majority")
+        if label is None:
+            continue
+        grey = cv2.imread(str(root / folder / name), cv2.IMREAD_GRAYSCALE)
+        if grey is None:
+            continue
+        frame = prepare_face(cv2.cvtColor(grey, cv2.COLOR_GRAY2BGR))
+        boxes = [b for b in path.detect(frame) if usable_landmarks(b.landmarks)]
+        crops["raw"].append(cv2.resize(grey, (SIZE, SIZE)))
+        for m in margins:
+            crops[str(m)].append(cv2.cvtColor(warp(frame, boxes[0].landmarks, m), cv2.COLOR_BGR2GRAY) if boxes
+                                 else cv2.resize(grey, (SIZE, SIZE)))
+        fallbacks += not boxes
+        labels.append(PAPER_LABELS.index(label))
+        if len(labels) >= limit:
+            break
+    return {k: np.stack(v) for k, v in crops.items()}, np.array(labels), fallbacks
+
+
+def plain_cnn(n_classes: int) -> nn.Module:
+    def block(i: int, o: int) -> list[nn.Module]:
+        return [nn.Conv2d(i, o, 3, padding=1), nn.BatchNorm2d(o), nn.ReLU(), nn.Conv2d(o, o, 3, padding=1),
+                nn.BatchNorm2d(o), nn.ReLU(), nn.MaxPool2d(2)]
+    return nn.Sequential(*block(1, 32), *block(32, 64), *block(64, 128), nn.Flatten(), nn.Dropout(0.3),
+                         nn.Linear(128 * 6 * 6, 256), nn.ReLU(), nn.Dropout(0.3), nn.Linear(256, n_classes))
+
+
+def augment(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    flip = torch.rand(len(x), generator=gen) < 0.5
+    x = torch.where(flip[:, None, None, None], x.flip(-1), x)
+    dx, dy = (int(v) for v in torch.randint(-3, 4, (2,), generator=gen))
+    return torch.roll(x, (dy, dx), (-2, -1))
+
+
+def train_and_score(xtr: np.ndarray, ytr: np.ndarray, xte: np.ndarray, yte: np.ndarray, epochs: int,
+                    seed: int) -> dict:
+    torch.manual_seed(seed)
+    gen = torch.Generator().manual_seed(seed)
+    model = plain_cnn(len(PAPER_LABELS))
+    opt = torch.optim.AdamW(model.parameters(), lr=2e-3, weight_decay=1e-4)
+    steps = epochs * (len(xtr) // 64)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, 2e-3, total_steps=steps)
+    to_t = lambda a: (torch.from_numpy(a).float()[:, None] / 255.0 - 0.5) / 0.25  # noqa: E731
+    xt, yt = to_t(xtr), torch.from_numpy(ytr).long()
+    t0 = time.perf_counter()
+    for _ in range(epochs):
+        model.train()
+        order = torch.randperm(len(xt), generator=gen)
+        for i in range(0, len(order) - 63, 64):
+            idx = order[i:i + 64]
+            loss = nn.functional.cross_entropy(model(augment(xt[idx], gen)), yt[idx])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            sched.step()
+    model.eval()
+    with torch.no_grad():
+        pred = torch.cat([model(to_t(xte[i:i + 256])).argmax(1) for i in range(0, len(xte), 256)]).numpy()
+    per_class = {PAPER_LABELS[c]: float((pred[yte == c] == c).mean()) for c in np.unique(yte)}
+    return {"accuracy": float((pred == yte).mean()), "uar": float(np.mean(list(per_class.values()))),
+            "per_class": per_class, "train_s": time.perf_counter() - t0}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--ferplus", type=Path, required=True, help="the FERPlus layout (FER2013Train/, FER2013Test/)")
+    ap.add_argument("--margins", type=float, nargs="+", default=[0.2, 0.1, 0.0, -0.1])
+    ap.add_argument("--train", type=int, default=8000)
+    ap.add_argument("--test", type=int, default=2000)
+    ap.add_argument("--epochs", type=int, default=5)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--out", type=Path, default=Path("runs/crop_margin.json"))
+    args = ap.parse_args()
+    torch.set_num_threads(2)
+    path = FacePath(FaceSettings(size=SIZE))
+    t0 = time.perf_counter()
+    tr, ytr, fb_tr = load(args.ferplus, "FER2013Train", args.train, args.margins, path)
+    te, yte, fb_te = load(args.ferplus, "FER2013Test", args.test, args.margins, path)
+    print(f"cropped {len(ytr)} train and {len(yte)} test faces in {time.perf_counter() - t0:.0f} s; "
+          f"fell back to the whole image: {fb_tr} train, {fb_te} test", flush=True)
+    results = {}
+    for variant in tr:
+        results[variant] = r = train_and_score(tr[variant], ytr, te[variant], yte, args.epochs, args.seed)
+        print(f"{variant:>5}: accuracy {r['accuracy']:.3f}  UAR {r['uar']:.3f}  ({r['train_s']:.0f} s)", flush=True)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()}, "results": results}, indent=1))
+    cv2.imwrite(str(args.out.with_suffix(".png")), np.vstack([np.hstack(list(v[:16])) for v in tr.values()]))
+
+
+if __name__ == "__main__":
+    main()
