@@ -9,7 +9,9 @@ buffer a 512 MiB upload). With no keys at all the API is open, which the ingress
 
 from __future__ import annotations
 
+import re
 from typing import Any, Callable
+from urllib.parse import parse_qs
 
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse
@@ -19,6 +21,9 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from classemo.apikeys import KEYS_ENV, auth_problem, key_matches, load_key_digests  # noqa: F401 - re-exported
 
+# A browser opening a stream's live page by its link cannot set a header, nor can its EventSource: these two routes
+# also take the key as ?key= (as `classemo live`'s page does).
+KEY_IN_QUERY = re.compile(r"^/v1/streams/[0-9a-f]{32}/(page|events)$")
 PUBLIC_PATHS = frozenset({"/healthz", "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"})
 BEARER = HTTPBearer(scheme_name="APIKey", auto_error=False,
                     description="An API key of this server, sent as `Authorization: Bearer <key>`; required when the "
@@ -40,7 +45,11 @@ class ApiKeyAuth:
         if root and path.startswith(root):
             path = path[len(root):] or "/"
         digests = getattr(scope["app"].state, "api_key_digests", ())
-        problem = None if path in PUBLIC_PATHS else auth_problem(Headers(scope=scope).get("authorization"), digests)
+        header = Headers(scope=scope).get("authorization")
+        if header is None and KEY_IN_QUERY.match(path):
+            key = parse_qs(scope.get("query_string", b"").decode("latin-1")).get("key", [""])[0]
+            header = f"Bearer {key}" if key else None
+        problem = None if path in PUBLIC_PATHS else auth_problem(header, digests)
         if problem is None:
             await self.app(scope, receive, send)
         elif scope["type"] == "websocket":

@@ -9,16 +9,17 @@ Load shedding and a replica being replaced come back as 503 with Retry-After. Lo
 import asyncio
 import base64
 import binascii
+import json
 import logging
 import tempfile
 import time
 import uuid
 from pathlib import Path
-from typing import Any, Callable, TypeVar
+from typing import Any, AsyncIterator, Callable, TypeVar
 
 import numpy as np
 from fastapi import FastAPI, File, HTTPException, Query, UploadFile
-from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.responses import HTMLResponse, JSONResponse, StreamingResponse
 from ray import serve
 from ray.exceptions import RayActorError
 from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError
@@ -26,7 +27,9 @@ from ray.serve.handle import DeploymentHandle
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from serve.auth import KEYS_ENV, ApiKeyAuth, document_bearer, load_key_digests
+from classemo.live.page import live_page_html
 from serve.jobs import JobNotFound, JobRecord, VideoJobs, now, pinned_model_uri
+from serve.streams import ENDED, StreamNotStarted, StreamRecord, Streams
 from serve.schemas import (
     BatchStats,
     ClipIn,
@@ -38,12 +41,16 @@ from serve.schemas import (
     Health,
     ModelInfo,
     ServeArgs,
+    StreamIn,
+    StreamOut,
+    StreamState,
     VideoJob,
 )
 
 log = logging.getLogger("ray.serve")  # Serve's logger: the replica logs, with the replica's id
 
 VIDEO_PATH = "/v1/videos"
+STREAM_PATH = "/v1/streams"
 ERRORS: dict[int | str, dict[str, Any]] = {code: {"model": ErrorOut} for code in (413, 415, 422, 503)}
 NOT_FOUND: dict[int | str, dict[str, Any]] = {code: {"model": ErrorOut} for code in (404, 503)}
 T = TypeVar("T")
@@ -143,6 +150,7 @@ class APIGateway:
         self._args = ServeArgs.model_validate(args)
         self._debug = self._args.debug_enabled()
         self._jobs = VideoJobs(self._args)
+        self._streams = Streams(self._args, serve.get_replica_context().app_name)
         app.state.max_body_bytes = self._args.max_body_bytes
         app.state.max_video_bytes = self._args.max_video_bytes
         app.state.retry_after_s = self._args.retry_after_s
@@ -277,6 +285,71 @@ class APIGateway:
     async def video_report(self, job_id: str) -> HTMLResponse:
         """The HTML report of a done video job (404 until it is done)."""
         return HTMLResponse(await self._in_store(self._jobs.report, job_id))
+
+    # -- live classrooms (serve/streams.py) --------------------------------------------------------------------------
+
+    def _stream_out(self, record: StreamRecord, state: dict | None) -> StreamState:
+        base = f"{STREAM_PATH}/{record.stream_id}"
+        return StreamState(**record.public().model_dump(), page=f"{base}/page", events=f"{base}/events", state=state)
+
+    @app.post(STREAM_PATH, response_model=StreamState, status_code=201, responses=ERRORS)
+    async def start_stream(self, body: StreamIn) -> StreamState:
+        """Start analysing a classroom camera: one stream actor, its faces through the shared model deployment."""
+        running = [r for r in await self._in_store(self._streams.list) if r.status not in ENDED]
+        if len(running) >= self._args.max_streams:
+            raise HTTPException(429, f"{len(running)} streams are running, the limit (max_streams); stop one first")
+        try:
+            record = await self._in_store(self._streams.start, body.url, body.name, body.fps or self._args.video_fps)
+        except StreamNotStarted as e:
+            raise HTTPException(422, f"cannot start the stream: {e}") from None
+        return self._stream_out(record, None)
+
+    @app.get(STREAM_PATH, response_model=list[StreamOut])
+    async def list_streams(self) -> list[StreamOut]:
+        """Every stream the store holds, running or ended (with its report)."""
+        return [r.public() for r in await self._in_store(self._streams.list)]
+
+    @app.get(STREAM_PATH + "/{stream_id}", response_model=StreamState, responses=NOT_FOUND)
+    async def stream_state(self, stream_id: str) -> StreamState:
+        """The stream and its newest state: people, classroom measures, alerts and the stream's health."""
+        return self._stream_out(*await self._in_store(self._streams.get, stream_id))
+
+    @app.get(STREAM_PATH + "/{stream_id}/events", responses=NOT_FOUND)
+    async def stream_events(self, stream_id: str) -> StreamingResponse:
+        """Server-Sent Events: one `data:` line of JSON per new state (the live page reads this)."""
+        await self._in_store(self._streams.store.read, stream_id)
+
+        async def events() -> AsyncIterator[bytes]:
+            seen, quiet = None, 0.0
+            while True:
+                record, state = await self._in_store(self._streams.get, stream_id)
+                if state is not None and state.get("time") != seen:
+                    seen, quiet = state.get("time"), 0.0
+                    yield b"data: " + json.dumps(state, default=float).encode() + b"\n\n"
+                elif (quiet := quiet + 1.0) >= 15.0:
+                    quiet = 0.0
+                    yield b": heartbeat\n\n"
+                if record.status in ENDED:
+                    return
+                await asyncio.sleep(1.0)
+
+        return StreamingResponse(events(), media_type="text/event-stream", headers={"Cache-Control": "no-store"})
+
+    @app.get(STREAM_PATH + "/{stream_id}/page", response_class=HTMLResponse, responses=NOT_FOUND)
+    async def stream_page(self, stream_id: str) -> HTMLResponse:
+        """The teacher's live page of this classroom (the page of `classemo live`)."""
+        record = await self._in_store(self._streams.store.read, stream_id)
+        return HTMLResponse(live_page_html(record.name))
+
+    @app.get(STREAM_PATH + "/{stream_id}/report", response_class=HTMLResponse, responses=NOT_FOUND)
+    async def stream_report(self, stream_id: str) -> HTMLResponse:
+        """The lesson's HTML report, once the stream has ended or been stopped."""
+        return HTMLResponse(await self._in_store(self._streams.report, stream_id))
+
+    @app.delete(STREAM_PATH + "/{stream_id}", response_model=StreamOut, responses=NOT_FOUND)
+    async def stop_stream(self, stream_id: str) -> StreamOut:
+        """Stop a stream and write its report (GET .../report); the record stays listed."""
+        return (await self._in_store(self._streams.stop, stream_id)).public()
 
     @app.post("/debug/crash", include_in_schema=False)
     async def crash(self) -> dict[str, str]:

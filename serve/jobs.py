@@ -81,6 +81,8 @@ class JobStore:
     """Job folders under a local folder or an `s3://bucket/prefix`, through fsspec (s3fs; botocore takes the
     endpoint from AWS_ENDPOINT_URL_S3 or AWS_ENDPOINT_URL, e.g. MinIO)."""
 
+    kind = "video job"  # what the folders hold, for error messages
+
     def __init__(self, uri: str) -> None:
         """Open the store (nothing is created until a job is written).
 
@@ -97,7 +99,7 @@ class JobStore:
 
     def _path(self, job_id: str, name: str) -> str:
         if not JOB_ID.fullmatch(job_id):
-            raise JobNotFound(f"no video job {job_id!r} (job ids are 32 hex digits)")
+            raise JobNotFound(f"no {self.kind} {job_id!r} ({self.kind} ids are 32 hex digits)")
         return f"{self.root}/{job_id}/{name}"
 
     def _put(self, path: str, data: bytes) -> None:

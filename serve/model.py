@@ -91,8 +91,9 @@ class ClassEmoModel:
             self._predictor = predictor  # in-flight batches keep the old one they already hold
         else:
             self._predictor.batch_size = cfg.max_batch_size
-        self.predict.set_max_batch_size(cfg.max_batch_size)
-        self.predict.set_batch_wait_timeout_s(cfg.batch_wait_timeout_s)
+        for method in (self.predict, self.embed, self.predict_windows):
+            method.set_max_batch_size(cfg.max_batch_size)
+            method.set_batch_wait_timeout_s(cfg.batch_wait_timeout_s)
         self._config = cfg
         log.info("classemo model %s ready (batch %d, wait %.3fs)", cfg.model_uri, cfg.max_batch_size,
                  cfg.batch_wait_timeout_s)
@@ -136,6 +137,38 @@ class ClassEmoModel:
             for i, pred in zip(good, preds):
                 results[i] = {**pred.to_dict(predictor.labels), "batch_size": len(clips), "model": model}
         return results
+
+    # -- live streams: every classroom's crops and windows come here, batched across classrooms ------------------
+
+    def stream_spec(self) -> dict[str, Any]:
+        """What a stream actor needs of this model besides its forward passes (`serve.streams.DeploymentPredictor`):
+        labels, face settings, frames per window, feature width, dtype and provenance."""
+        p = self._predictor
+        if p is None:
+            raise RuntimeError("no model loaded")
+        return {"label_set": p.label_set, "face": p.face_settings.to_dict(), "num_frames": int(p.num_frames),
+                "embed_dim": int(p.model.embed_dim), "dtype": str(p.dtype).removeprefix("torch."),
+                "info": dict(p.info)}
+
+    @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.01)
+    async def embed(self, groups: list[list[np.ndarray]]) -> list[np.ndarray]:
+        """Spatial features of face crops: each caller's crops (RGB, the model's face path) -> its (N, D) array.
+        The crops of every caller in the batch window go through one `embed_frames` call."""
+        predictor = self._predictor
+        crops = [c for g in groups for c in g]
+        self._batch_sizes[len(groups)] += 1
+        feats = await asyncio.to_thread(predictor.embed_frames, crops) if crops else \
+            np.zeros((0, int(predictor.model.embed_dim)), np.float32)
+        return np.split(feats, np.cumsum([len(g) for g in groups])[:-1])
+
+    @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.01)
+    async def predict_windows(self, groups: list[list[np.ndarray]]) -> list[list[Any]]:
+        """Per caller, its windows of spatial features ((T, D) each) -> their `ClipPrediction`s, in one batch."""
+        predictor = self._predictor
+        seqs = [s for g in groups for s in g]
+        preds = await asyncio.to_thread(predictor.predict_features, seqs) if seqs else []
+        bounds = np.cumsum([0, *[len(g) for g in groups]])
+        return [preds[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
 
     def info(self) -> dict[str, Any]:
         """Model provenance, labels and preprocessing (GET /v1/model)."""

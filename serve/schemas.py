@@ -58,6 +58,15 @@ class ServeArgs(BaseModel):
                                             "one) or s3://bucket/prefix (endpoint from AWS_ENDPOINT_URL[_S3])")
     video_job_ttl_s: float = Field(86400.0, gt=0, description="A finished job is removed this long after it ended")
     max_video_jobs: int = Field(64, ge=1, description="Finished jobs kept at most; the oldest are removed first")
+    # Live classrooms: one detached stream actor each (serve/streams.py), state in a store like the video jobs'.
+    streams_uri: str = Field("~/.cache/classemo/serve-streams",
+                             description="Stream store: a local folder every ingress replica and stream actor sees, or "
+                                         "s3://bucket/prefix")
+    max_streams: int = Field(32, ge=1, description="Streams running at once; a POST past it gets 429")
+    stream_num_cpus: float = Field(0.25, ge=0, description="CPUs reserved per stream actor (decode, detect, track)")
+    stream_retries: int = Field(5, ge=0, description="Reopen attempts of a dropped stream before it ends")
+    stream_open_timeout_s: float = Field(30.0, gt=0, description="How long POST /v1/streams waits for the source")
+    stream_stop_timeout_s: float = Field(60.0, gt=0, description="How long DELETE waits for the stream's report")
     # API keys: also CLASSEMO_API_KEYS (comma-separated) in the ingress's environment. None at all = open API.
     api_keys_file: str | None = Field(None, description="File of API keys, one per line, '#' starts a comment")
     debug_routes: bool = Field(False, description="Expose POST /debug/crash (tests only); or CLASSEMO_SERVE_DEBUG=1")
@@ -68,9 +77,11 @@ class ServeArgs(BaseModel):
             raise ValueError(f"max_replicas={self.max_replicas} is below min_replicas={self.min_replicas}")
         if self.max_image_side < self.min_image_side:
             raise ValueError(f"max_image_side={self.max_image_side} is below min_image_side={self.min_image_side}")
-        scheme = self.video_jobs_uri.split("://")[0] if "://" in self.video_jobs_uri else "file"
-        if scheme not in ("file", "s3"):
-            raise ValueError(f"video_jobs_uri must be a local folder or s3://bucket/prefix, not {scheme}://")
+        for name in ("video_jobs_uri", "streams_uri"):
+            uri = getattr(self, name)
+            scheme = uri.split("://")[0] if "://" in uri else "file"
+            if scheme not in ("file", "s3"):
+                raise ValueError(f"{name} must be a local folder or s3://bucket/prefix, not {scheme}://")
         return self
 
     def debug_enabled(self) -> bool:
@@ -198,3 +209,37 @@ class ErrorOut(BaseModel):
     """Body of every 4xx/5xx this application raises itself."""
 
     detail: str
+
+
+class StreamIn(BaseModel):
+    """Body of POST /v1/streams: one classroom's camera."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    url: str = Field(..., min_length=1, description="rtsp://, http(s):// (MJPEG or HLS) or another address OpenCV "
+                                                    "opens; the server must reach it")
+    name: str = Field("classroom", min_length=1, max_length=120, description="The classroom's name, on its page")
+    fps: float | None = Field(None, gt=0, le=30, description="Analysis frame rate (default: the server's video_fps)")
+
+
+class StreamOut(BaseModel):
+    """One classroom stream."""
+
+    stream_id: str
+    name: str
+    url: str = Field(..., description="The source, with any user:password in it replaced by ***")
+    status: Literal["starting", "running", "ended", "stopped", "failed"]
+    created_at: datetime | None = None
+    updated_at: datetime | None = None
+    restarts: int = Field(0, description="Times its worker died and it resumed from its last checkpoint")
+    error: str | None = None
+    report: str | None = Field(None, description="Path of the HTML report once the stream has ended or been stopped")
+
+
+class StreamState(StreamOut):
+    """Body of GET /v1/streams/{id}: the stream and its newest state (the live page's data)."""
+
+    page: str = Field(..., description="Path of the live page (open it in a browser)")
+    events: str = Field(..., description="Path of the Server-Sent Events stream of states")
+    state: dict[str, Any] | None = Field(None, description="people, classroom measures, alerts, health; null until "
+                                                           "the first second is analysed")

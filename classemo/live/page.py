@@ -21,6 +21,14 @@ from classemo.apikeys import KEYS_ENV, auth_problem
 HEARTBEAT_S = 15.0  # an SSE comment this often keeps proxies from closing an idle stream
 
 
+def live_page_html(title: str) -> str:
+    """The live page, titled; it reads its states from `events` beside its own URL (`classemo live`'s /events, or
+    Serve's /v1/streams/<id>/events)."""
+    from html import escape
+
+    return files("classemo.live").joinpath("page.html").read_text().replace("{{title}}", escape(title))
+
+
 def is_loopback(host: str) -> bool:
     """Whether `host` names this machine only (127.0.0.0/8, ::1, localhost)."""
     if host == "localhost":
@@ -96,8 +104,7 @@ class LivePage:
                     self._send(401, "application/json", json.dumps({"detail": problem[0]}).encode(),
                                {"WWW-Authenticate": problem[1]})
                 elif url.path == "/":
-                    html = files("classemo.live").joinpath("page.html").read_text()
-                    self._send(200, "text/html; charset=utf-8", html.replace("{{title}}", page.title).encode())
+                    self._send(200, "text/html; charset=utf-8", live_page_html(page.title).encode())
                 elif url.path == "/state":
                     self._send(200, "application/json", json.dumps(page._state, default=float).encode())
                 elif url.path == "/events":

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from classemo.analytics import AnalyticsConfig
+from classemo.live.resume import LiveCheckpoint, merge_observations, shift_observation, shift_rows
 from classemo.live.source import LiveSource
 from classemo.live.state import LiveConfig, LiveState
 from classemo.video.pipeline import AnalysisResult, assign_roles, parse_teacher, resolve_window, write_analysis
@@ -42,7 +43,9 @@ def run_live(source: LiveSource, predictor: "Predictor", *, out_dir: str | Path,
              on_state: Callable[[dict], None] | None = None, live: LiveConfig | None = None,
              analytics: AnalyticsConfig | None = None, teacher: str | int | None = "auto",
              window: int | None = None, stride: int | None = None, segment_s: float = 60.0,
-             state_every_s: float = 1.0, save_crops: bool = False) -> AnalysisResult:
+             state_every_s: float = 1.0, save_crops: bool = False, resume: LiveCheckpoint | None = None,
+             on_checkpoint: Callable[[LiveCheckpoint], None] | None = None,
+             checkpoint_every_s: float = 5.0) -> AnalysisResult:
     """Analyse `source` until it ends; call `on_state(snapshot)` about every `state_every_s` seconds.
 
     Args:
@@ -54,6 +57,9 @@ def run_live(source: LiveSource, predictor: "Predictor", *, out_dir: str | Path,
         live, analytics: window lengths, alerts, and the Table 3/4 weights and thresholds.
         teacher, window, stride, segment_s, save_crops: as in `classemo.video.pipeline.analyze_video`.
         state_every_s: seconds between snapshots.
+        resume: what an earlier run of this lesson analysed (`classemo.live.resume`): this run goes on from it, and
+            the report covers both.
+        on_checkpoint: receives a `LiveCheckpoint` about every `checkpoint_every_s` wall seconds, and at the end.
 
     Raises:
         ValueError: for invalid settings (window, teacher spec, segment length), before any frame is read.
@@ -65,7 +71,9 @@ def run_live(source: LiveSource, predictor: "Predictor", *, out_dir: str | Path,
     parse_teacher(teacher)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    tracker = Tracker()
+    past = resume or LiveCheckpoint()
+    offset = past.offset_s
+    tracker = Tracker(first_id=past.next_track)
     # One crop is enough to go to the model (a live frame's faces are embedded as they come), and a chunk comes at
     # least every `state_every_s` of stream time, empty when nobody is in view, so the page hears "no faces".
     observer = FaceObserver(str(source.source), predictor.face_path(), tracker, fps=source.fps, embed_batch=1,
@@ -73,30 +81,50 @@ def run_live(source: LiveSource, predictor: "Predictor", *, out_dir: str | Path,
                             crops_dir=out / "crops" if save_crops else None)
     assembler = WindowAssembler(predictor, window, stride)
     state = LiveState(predictor.label_set, live or LiveConfig(), analytics or AnalyticsConfig())
+    state.add_rows(past.rows)
+    state.alert_log = list(past.alert_log)
     frame_size = (source.info.width, source.info.height)
-    model_s, next_state, states = 0.0, 0.0, 0
+    rows = list(past.rows)  # every part's rows, in lesson time
+    model_s, next_state, next_checkpoint, states = 0.0, 0.0, time.monotonic() + checkpoint_every_s, 0
+
+    def checkpoint() -> LiveCheckpoint:
+        health = source.health()
+        part = shift_observation(observer.observation or observer.observed(), offset)
+        gaps = [*past.gaps, *({"start_s": g.start_s + offset, "end_s": None if g.end_s is None else g.end_s + offset,
+                               "reason": "stream dropped"} for g in health.gaps)]
+        frames = {k: past.frames[k] + v for k, v in (("captured", health.captured), ("analysed", health.analysed),
+                                                     ("dropped", health.dropped))}
+        return LiveCheckpoint(rows, [*past.parts, part], offset + observer.last_time + 1.0 / source.fps,
+                              tracker.next_id, state.alert_log, gaps, frames, past.restarts, time.time())
+
     for chunk in observer:
         for t in set(chunk.times):
-            state.note_faces(t, chunk.times.count(t))
+            state.note_faces(t + offset, chunk.times.count(t))
         model_s += embed_chunks(predictor, [chunk])
         before = len(assembler.rows)
         assembler.add(chunk)
-        state.add_rows(assembler.rows[before:])
-        if on_state is not None and (time.monotonic() >= next_state or chunk.final):
-            next_state = time.monotonic() + state_every_s
+        new_rows = shift_rows(assembler.rows[before:], offset)
+        rows += new_rows
+        state.add_rows(new_rows)
+        now = time.monotonic()
+        if on_state is not None and (now >= next_state or chunk.final):
+            next_state = now + state_every_s
             state.set_roles(live_roles(tracker, observer, frame_size, teacher))
-            snapshot = state.snapshot(observer.last_time)
+            snapshot = state.snapshot(observer.last_time + offset)
             captured = source.last_capture_wall
-            snapshot["health"] = {**asdict(source.health()), "error": source.error,
+            snapshot["health"] = {**asdict(source.health()), "error": source.error, "restarts": past.restarts,
                                   "state_age_s": None if captured is None else time.monotonic() - captured}
             snapshot["ended"] = chunk.final
             on_state(snapshot)
             states += 1
-    health = source.health()
-    extra = {"live": {"source": str(source.source), "captured_frames": health.captured,
-                      "analysed_frames": health.analysed, "dropped_frames": health.dropped,
-                      "gaps": [asdict(g) for g in health.gaps], "error": source.error, "states": states,
+        if on_checkpoint is not None and (now >= next_checkpoint or chunk.final):
+            next_checkpoint = now + checkpoint_every_s
+            on_checkpoint(checkpoint())
+    done = checkpoint()
+    extra = {"live": {"source": str(source.source), "captured_frames": done.frames["captured"],
+                      "analysed_frames": done.frames["analysed"], "dropped_frames": done.frames["dropped"],
+                      "gaps": done.gaps, "restarts": done.restarts, "error": source.error, "states": states,
                       "alerts": state.alert_log}}
-    return write_analysis(out, source.source, observer.observation, assembler.rows, predictor, fps=source.fps,
+    return write_analysis(out, source.source, merge_observations(done.parts), rows, predictor, fps=source.fps,
                           window=window, stride=stride, segment_s=segment_s, teacher=teacher, save_crops=save_crops,
                           analytics=analytics, model_s=model_s + assembler.seconds, extra=extra)

@@ -99,20 +99,29 @@ class FaceObserver:
         self.observation: Observation | None = None
         self.centres: dict[int, list] = defaultdict(list)  # per track, face centres so far (the region teacher rule)
         self.last_time = 0.0  # stream time of the newest frame read
+        self.timings: dict[str, float] = defaultdict(float)  # seconds in decode, detect, track and crop
+        self.frames_with_faces = self.num_faces = 0
+        self._too_small_before = face_path.too_small  # a model's face path is shared between videos
+
+    def observed(self) -> Observation:
+        """What has been found so far (at the end: `observation`); a live stream checkpoints it as it goes."""
+        stats = self.tracker.finish()
+        s, fp = self.stream, self.face_path
+        return Observation(s.info, s.decoded, s.yielded, s.truncated, stats, self.tracker.min_duration(),
+                           {tid: np.array(self.centres[tid]) for tid in stats.kept}, self.frames_with_faces,
+                           self.num_faces, fp.too_small - self._too_small_before, type(fp.detector).__name__,
+                           fp.settings.to_dict(), dict(self.timings))
 
     def __iter__(self) -> Iterator[FaceChunk]:
         import cv2
         from tqdm.auto import tqdm
 
         face_path, tracker = self.face_path, self.tracker
-        too_small_before = face_path.too_small  # a model's face path is shared between videos
-        timings: dict[str, float] = defaultdict(float)
-        centres = self.centres
+        timings, centres = self.timings, self.centres
         pending: list[tuple[int, float, np.ndarray, np.ndarray]] = []  # (track, time, box, crop RGB)
         # The tracks with an open window buffer, in the buffer's order: the crops' tracks join when their chunk is
         # embedded, and leave when their last window is cut. Tracks with crops still pending are not yet open.
         open_tracks: dict[int, None] = {}
-        frames_with_faces = num_faces = 0
         last_chunk_t = 0.0
 
         def chunk(ended: list[int], final: bool = False) -> FaceChunk:
@@ -144,8 +153,8 @@ class FaceObserver:
             t3 = time.perf_counter()
             timings["track"] += t3 - t2
             if len(found):
-                frames_with_faces += 1
-                num_faces += len(found)
+                self.frames_with_faces += 1
+                self.num_faces += len(found)
                 for tid, b, box in zip(ids, found, boxes):
                     crop, _ = face_path.crop(frame, b)  # BGR, as in the converters
                     pending.append((tid, t, box, cv2.cvtColor(crop, cv2.COLOR_BGR2RGB)))
@@ -162,12 +171,7 @@ class FaceObserver:
                 yield chunk(ended)
             bar.update(1)
         bar.close()
-        stats = tracker.finish()
-        self.observation = Observation(
-            self.stream.info, self.stream.decoded, self.stream.yielded, self.stream.truncated, stats,
-            tracker.min_duration(), {tid: np.array(centres[tid]) for tid in stats.kept}, frames_with_faces,
-            num_faces, face_path.too_small - too_small_before, type(face_path.detector).__name__,
-            face_path.settings.to_dict(), dict(timings))
+        self.observation = self.observed()
         yield chunk([], final=True)  # after `observation` is set, so a consumer can ship both together
 
 

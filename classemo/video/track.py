@@ -152,10 +152,12 @@ class Tracker:
         appearance_threshold: minimum appearance cosine to revive a lost track.
         max_reid_distance: loose gate for revival: centre distance in face widths.
         momentum: weight of the old appearance vector in the running average.
+        first_id: the first track id (a resumed live stream goes on after the ids it has used).
     """
 
     def __init__(self, *, iou_threshold: float = 0.25, max_lost_s: float = 5.0, min_track_s: float = 1.0,
-                 appearance_threshold: float = 0.5, max_reid_distance: float = 3.0, momentum: float = 0.8) -> None:
+                 appearance_threshold: float = 0.5, max_reid_distance: float = 3.0, momentum: float = 0.8,
+                 first_id: int = 0) -> None:
         self.iou_threshold = iou_threshold
         self.max_lost_s = max_lost_s
         self.min_track_s = min_track_s
@@ -163,7 +165,7 @@ class Tracker:
         self.max_reid_distance = max_reid_distance
         self.momentum = momentum
         self.tracks: dict[int, Track] = {}
-        self._next_id = 0
+        self._next_id = first_id
         self._reid = 0
         self._first_t: float | None = None
         self._last_t = 0.0
@@ -221,6 +223,11 @@ class Tracker:
             else:
                 self.tracks[tid].update(t, boxes[c], feats[c], self.momentum)
         return [int(i) for i in ids]
+
+    @property
+    def next_id(self) -> int:
+        """The id the next new track gets."""
+        return self._next_id
 
     def min_duration(self) -> float:
         """Effective minimum track length: `min_track_s`, relaxed for clips shorter than twice that."""

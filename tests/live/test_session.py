@@ -58,3 +58,33 @@ def test_a_live_lesson_reads_as_its_recording(predictor, classroom: Path, tmp_pa
     assert health["analysed"] == 30 and health["dropped"] == 0 and health["state_age_s"] >= 0
     person = states[-1]["people"][0]
     assert person["label"] in predictor.labels and 0 <= person["negative"] <= 1 and person["sparkline"]
+
+
+def test_a_lesson_resumed_from_its_checkpoint_goes_on_and_reports_both_parts(predictor, classroom: Path,
+                                                                              tmp_path: Path) -> None:
+    """What a Serve stream actor does when Ray restarts it: the second part starts from the first's last
+    checkpoint, later in lesson time, with new track ids, and the report covers both parts and the lost seconds."""
+    checkpoints: list = []
+    first = run_live(LiveSource(str(classroom), fps=5.0, realtime=False, max_seconds=3.0), predictor,
+                     out_dir=tmp_path / "one", on_checkpoint=checkpoints.append, checkpoint_every_s=0.0)
+    cp = checkpoints[-1]
+    part_one = pd.read_parquet(first.timeline_path)
+    assert cp.rows and len(cp.parts) == 1 and cp.next_track > 0 and cp.offset_s >= 2.8
+
+    resumed = cp.resumed(cp.written_at + 2.0)  # the process was down for 2 s of lesson time
+    states: list[dict] = []
+    result = run_live(LiveSource(str(classroom), fps=5.0, realtime=False), predictor, out_dir=tmp_path / "two",
+                      on_state=states.append, state_every_s=0.0, resume=resumed)
+    timeline = pd.read_parquet(result.timeline_path)
+    summary = json.loads(result.summary_path.read_text())
+    later = timeline[timeline["time"] > resumed.offset_s]
+    assert len(timeline) > len(part_one) and len(later) > 0
+    assert set(later["track"]) and min(later["track"]) >= cp.next_track  # the second part's people, new ids
+    assert set(part_one["track"]) <= set(timeline["track"])  # the first part's people are still in the report
+    assert summary["live"]["restarts"] == 1
+    gap = [g for g in summary["live"]["gaps"] if g["reason"] == "analysis restarted"]
+    assert len(gap) == 1 and gap[0]["end_s"] - gap[0]["start_s"] == pytest.approx(2.0)
+    first_frames = json.loads(first.summary_path.read_text())["live"]["analysed_frames"]
+    assert summary["live"]["analysed_frames"] == first_frames + 30 and 14 <= first_frames <= 16
+    # The page went on from the first part's state: its first snapshot already knows the people seen before.
+    assert states[0]["time"] >= resumed.offset_s and states[0]["health"]["restarts"] == 1
