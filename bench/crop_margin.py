@@ -8,6 +8,7 @@ once per image; every margin warps the same five landmarks. A face with no usabl
 image, as the converter does.
 
     python bench/crop_margin.py --ferplus ../shared/data/ferplus/data --margins 0.2 0.1 0 -0.1
+    python bench/crop_margin.py --ferplus ... --margins 0.2 --variants 0.2 --models plain classemo_tiny cnn_gru_tiny
 """
 
 from __future__ import annotations
@@ -77,11 +78,29 @@ def augment(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     return torch.roll(x, (dy, dx), (-2, -1))
 
 
+class ClipModel(nn.Module):
+    """A registered clip model (the paper's or a comparison model) on 1-frame clips of grey crops: its clip logits."""
+
+    def __init__(self, name: str, n_classes: int) -> None:
+        super().__init__()
+        from classemo.models import create_model
+
+        extra = {"grayscale": True} if name.startswith("classemo") else {}
+        self.net = create_model(name, num_classes=n_classes, image_size=SIZE, num_frames=1, **extra)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x.expand(-1, 3, -1, -1)[:, None])["logits"]
+
+
+def build(name: str, n_classes: int) -> nn.Module:
+    return plain_cnn(n_classes) if name == "plain" else ClipModel(name, n_classes)
+
+
 def train_and_score(xtr: np.ndarray, ytr: np.ndarray, xte: np.ndarray, yte: np.ndarray, epochs: int,
-                    seed: int) -> dict:
+                    seed: int, model_name: str = "plain") -> dict:
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
-    model = plain_cnn(len(PAPER_LABELS))
+    model = build(model_name, len(PAPER_LABELS))
     opt = torch.optim.AdamW(model.parameters(), lr=2e-3, weight_decay=1e-4)
     steps = epochs * (len(xtr) // 64)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, 2e-3, total_steps=steps)
@@ -103,7 +122,8 @@ def train_and_score(xtr: np.ndarray, ytr: np.ndarray, xte: np.ndarray, yte: np.n
         pred = torch.cat([model(to_t(xte[i:i + 256])).argmax(1) for i in range(0, len(xte), 256)]).numpy()
     per_class = {PAPER_LABELS[c]: float((pred[yte == c] == c).mean()) for c in np.unique(yte)}
     return {"accuracy": float((pred == yte).mean()), "uar": float(np.mean(list(per_class.values()))),
-            "per_class": per_class, "train_s": time.perf_counter() - t0}
+            "per_class": per_class, "train_s": time.perf_counter() - t0,
+            "params": sum(p.numel() for p in model.parameters())}
 
 
 def main() -> None:
@@ -114,6 +134,9 @@ def main() -> None:
     ap.add_argument("--test", type=int, default=2000)
     ap.add_argument("--epochs", type=int, default=5)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--models", nargs="+", default=["plain"],
+                    help="plain (the 1.2 M CNN here) and/or registered models, e.g. classemo_tiny cnn_gru_tiny")
+    ap.add_argument("--variants", nargs="*", help="which crops to train on (raw and/or margins; default: all)")
     ap.add_argument("--out", type=Path, default=Path("runs/crop_margin.json"))
     args = ap.parse_args()
     torch.set_num_threads(2)
@@ -124,9 +147,12 @@ def main() -> None:
     print(f"cropped {len(ytr)} train and {len(yte)} test faces in {time.perf_counter() - t0:.0f} s; "
           f"fell back to the whole image: {fb_tr} train, {fb_te} test", flush=True)
     results = {}
-    for variant in tr:
-        results[variant] = r = train_and_score(tr[variant], ytr, te[variant], yte, args.epochs, args.seed)
-        print(f"{variant:>5}: accuracy {r['accuracy']:.3f}  UAR {r['uar']:.3f}  ({r['train_s']:.0f} s)", flush=True)
+    for name in args.models:
+        for variant in args.variants or list(tr):
+            key = variant if args.models == ["plain"] else f"{name}/{variant}"
+            results[key] = r = train_and_score(tr[variant], ytr, te[variant], yte, args.epochs, args.seed, name)
+            print(f"{key:>5}: accuracy {r['accuracy']:.3f}  UAR {r['uar']:.3f}  ({r['train_s']:.0f} s, "
+                  f"{r['params'] / 1e6:.2f} M parameters)", flush=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()}, "results": results}, indent=1))
     cv2.imwrite(str(args.out.with_suffix(".png")), np.vstack([np.hstack(list(v[:16])) for v in tr.values()]))
