@@ -28,6 +28,9 @@ def live_command(
     teacher: Annotated[str, typer.Option(help="auto, none, a track id, or region:x0,y0,x1,y1.")] = "auto",
     title: Annotated[str, typer.Option(help="The classroom's name on the page.")] = "classemo live",
     save_crops: Annotated[bool, typer.Option("--save-crops", help="Store face crops (off: privacy).")] = False,
+    show_faces: Annotated[bool, typer.Option("--show-faces", help="Show each person's newest face on their tile "
+                                                                  "(off: the page shows no face; none is kept).")
+                          ] = False,
 ) -> None:
     """Analyse a live lesson: each person's state on the teacher's page every second, the report at the end."""
     from classemo.apikeys import load_key_digests
@@ -47,7 +50,8 @@ def live_command(
     typer.echo(f"live page: {page.url}  (Ctrl-C ends the lesson and writes the report)", err=True)
     signal.signal(signal.SIGINT, lambda *_: stream.stop())  # finish the frames in hand, then write the report
     try:
-        res = run_live(stream, predictor, out_dir=out, on_state=page.publish, teacher=teacher, save_crops=save_crops)
+        res = run_live(stream, predictor, out_dir=out, on_state=page.publish, teacher=teacher, save_crops=save_crops,
+                       show_faces=show_faces)
     except ValueError as e:
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(2) from None

@@ -20,7 +20,7 @@ import numpy as np
 from classemo.analytics import AnalyticsConfig
 from classemo.live.resume import LiveCheckpoint, merge_observations, shift_observation, shift_rows
 from classemo.live.source import LiveSource
-from classemo.live.state import LiveConfig, LiveState
+from classemo.live.state import FaceThumbnails, LiveConfig, LiveState
 from classemo.video.pipeline import AnalysisResult, assign_roles, parse_teacher, resolve_window, write_analysis
 from classemo.video.stages import FaceObserver, WindowAssembler, embed_chunks
 from classemo.video.track import Tracker
@@ -45,7 +45,7 @@ def run_live(source: LiveSource, predictor: "Predictor", *, out_dir: str | Path,
              window: int | None = None, stride: int | None = None, segment_s: float = 60.0,
              state_every_s: float = 1.0, save_crops: bool = False, resume: LiveCheckpoint | None = None,
              on_checkpoint: Callable[[LiveCheckpoint], None] | None = None,
-             checkpoint_every_s: float = 5.0) -> AnalysisResult:
+             checkpoint_every_s: float = 5.0, show_faces: bool = False) -> AnalysisResult:
     """Analyse `source` until it ends; call `on_state(snapshot)` about every `state_every_s` seconds.
 
     Args:
@@ -60,6 +60,8 @@ def run_live(source: LiveSource, predictor: "Predictor", *, out_dir: str | Path,
         resume: what an earlier run of this lesson analysed (`classemo.live.resume`): this run goes on from it, and
             the report covers both.
         on_checkpoint: receives a `LiveCheckpoint` about every `checkpoint_every_s` wall seconds, and at the end.
+        show_faces: give each person of a snapshot `face`, their newest crop as a small JPEG data URL (off: no face
+            image leaves the analysis; `save_crops` alone decides what goes to disk).
 
     Raises:
         ValueError: for invalid settings (window, teacher spec, segment length), before any frame is read.
@@ -85,6 +87,7 @@ def run_live(source: LiveSource, predictor: "Predictor", *, out_dir: str | Path,
     state.alert_log = list(past.alert_log)
     frame_size = (source.info.width, source.info.height)
     rows = list(past.rows)  # every part's rows, in lesson time
+    faces = FaceThumbnails() if show_faces else None
     model_s, next_state, next_checkpoint, states = 0.0, 0.0, time.monotonic() + checkpoint_every_s, 0
 
     def checkpoint() -> LiveCheckpoint:
@@ -100,7 +103,9 @@ def run_live(source: LiveSource, predictor: "Predictor", *, out_dir: str | Path,
     for chunk in observer:
         for t in set(chunk.times):
             state.note_faces(t + offset, chunk.times.count(t))
-        model_s += embed_chunks(predictor, [chunk])
+        if faces is not None:
+            faces.add(chunk.crops, chunk.tracks)
+        model_s += embed_chunks(predictor, [chunk])  # drops the crops
         before = len(assembler.rows)
         assembler.add(chunk)
         new_rows = shift_rows(assembler.rows[before:], offset)
@@ -111,6 +116,10 @@ def run_live(source: LiveSource, predictor: "Predictor", *, out_dir: str | Path,
             next_state = now + state_every_s
             state.set_roles(live_roles(tracker, observer, frame_size, teacher))
             snapshot = state.snapshot(observer.last_time + offset)
+            if faces is not None:
+                faces.attach(snapshot["people"])
+                faces.forget({p["track"] for p in snapshot["people"]}
+                             | {i for i, tr in tracker.tracks.items() if observer.last_time - tr.last_t <= 10.0})
             captured = source.last_capture_wall
             snapshot["health"] = {**asdict(source.health()), "error": source.error, "restarts": past.restarts,
                                   "state_age_s": None if captured is None else time.monotonic() - captured}

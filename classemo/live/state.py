@@ -201,3 +201,41 @@ class LiveState:
         return (value is not None and value < rule.threshold,
                 f"classroom activity {value if value is not None else float('nan'):.2f} under {rule.threshold:.2f} "
                 f"for over {rule.for_s:.0f} s")
+
+
+class FaceThumbnails:
+    """Each person's newest face crop, as a small JPEG data URL for their tile: only with `--show-faces`.
+
+    Off by default: the page then shows no face and nothing of one is kept. On, the newest crop per person is held in
+    memory (one per track, replaced as the next comes) and encoded only when a state is sent; nothing goes to disk.
+    """
+
+    def __init__(self, size: int = 64, quality: int = 80) -> None:
+        self.size, self.quality = size, quality
+        self._latest: dict[int, np.ndarray] = {}
+
+    def add(self, crops: list[np.ndarray], tracks: list[int]) -> None:
+        """Keep the last crop of each track among `crops` (RGB uint8, as `FaceChunk.crops`)."""
+        for crop, tid in zip(crops, tracks):
+            self._latest[int(tid)] = crop
+
+    def attach(self, people: list[dict]) -> None:
+        """Set `face` (a data URL, or None when no crop was seen) on each person of a snapshot."""
+        import base64
+
+        import cv2
+
+        for p in people:
+            crop = self._latest.get(int(p["track"]))
+            if crop is None:
+                p["face"] = None
+                continue
+            small = cv2.resize(np.ascontiguousarray(crop), (self.size, self.size), interpolation=cv2.INTER_AREA)
+            ok, jpg = cv2.imencode(".jpg", cv2.cvtColor(small, cv2.COLOR_RGB2BGR),
+                                   [cv2.IMWRITE_JPEG_QUALITY, self.quality])
+            p["face"] = "data:image/jpeg;base64," + base64.b64encode(jpg.tobytes()).decode() if ok else None
+
+    def forget(self, keep: set[int]) -> None:
+        """Drop the crops of tracks no longer on the page."""
+        for tid in set(self._latest) - keep:
+            del self._latest[tid]

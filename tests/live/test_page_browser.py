@@ -38,7 +38,7 @@ def test_the_page_shows_people_and_follows_the_stream(tmp_path: Path) -> None:
         frames.append(frame)
     server = MjpegServer(fps=5.0, frames=frames)
     proc = subprocess.Popen([sys.executable, "-m", "classemo.cli", "live", server.url, "--out", str(tmp_path / "out"),
-                             "--seconds", "14", "--port", "0", "--title", "Room 7"],
+                             "--seconds", "14", "--port", "0", "--title", "Room 7", "--show-faces"],
                             stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=dict(os.environ))
     try:
         url = next(line.split()[2] for line in proc.stderr if line.startswith("live page: "))
@@ -54,11 +54,13 @@ def test_the_page_shows_people_and_follows_the_stream(tmp_path: Path) -> None:
             later_health = page.inner_text("#health")
             gauge = page.eval_on_selector("#gauge div", "e => e.style.width")
             emotions = page.locator(".tile .emo").all_inner_texts()
+            face_widths = page.eval_on_selector_all(".tile img.face", "es => es.map(e => e.naturalWidth)")
             page.screenshot(path=str(tmp_path / "live.png"))
             browser.close()
     finally:
         out, _ = proc.communicate(timeout=120)
         server.close()
+    assert face_widths and set(face_widths) == {64}  # --show-faces: each tile shows the person's newest face
     assert tiles >= 3 and set(emotions) <= {"fear", "anger", "disgust", "happy", "sad", "positive", "neutral"}
     stream_time = [float(re.search(r"t = ([\d.]+) s", h).group(1)) for h in (first_health, later_health)]
     assert stream_time[1] > stream_time[0]  # updated without a reload

@@ -7,9 +7,11 @@ on their own rather than 64 crops at a time).
 
 from __future__ import annotations
 
+import base64
 import json
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pandas as pd
 import pytest
@@ -58,6 +60,7 @@ def test_a_live_lesson_reads_as_its_recording(predictor, classroom: Path, tmp_pa
     assert health["analysed"] == 30 and health["dropped"] == 0 and health["state_age_s"] >= 0
     person = states[-1]["people"][0]
     assert person["label"] in predictor.labels and 0 <= person["negative"] <= 1 and person["sparkline"]
+    assert all("face" not in p for s in states for p in s["people"])  # no face leaves the analysis by default
 
 
 def test_a_lesson_resumed_from_its_checkpoint_goes_on_and_reports_both_parts(predictor, classroom: Path,
@@ -74,7 +77,7 @@ def test_a_lesson_resumed_from_its_checkpoint_goes_on_and_reports_both_parts(pre
     resumed = cp.resumed(cp.written_at + 2.0)  # the process was down for 2 s of lesson time
     states: list[dict] = []
     result = run_live(LiveSource(str(classroom), fps=5.0, realtime=False), predictor, out_dir=tmp_path / "two",
-                      on_state=states.append, state_every_s=0.0, resume=resumed)
+                      on_state=states.append, state_every_s=0.0, resume=resumed, show_faces=True)
     timeline = pd.read_parquet(result.timeline_path)
     summary = json.loads(result.summary_path.read_text())
     later = timeline[timeline["time"] > resumed.offset_s]
@@ -88,3 +91,8 @@ def test_a_lesson_resumed_from_its_checkpoint_goes_on_and_reports_both_parts(pre
     assert summary["live"]["analysed_frames"] == first_frames + 30 and 14 <= first_frames <= 16
     # The page went on from the first part's state: its first snapshot already knows the people seen before.
     assert states[0]["time"] >= resumed.offset_s and states[0]["health"]["restarts"] == 1
+    # --show-faces: each person on the page carries their newest crop, a small JPEG, once this part has seen them.
+    faces = [p["face"] for p in states[-1]["people"] if p["track"] >= cp.next_track]
+    assert faces and all(f.startswith("data:image/jpeg;base64,") for f in faces)
+    thumb = cv2.imdecode(np.frombuffer(base64.b64decode(faces[0].split(",", 1)[1]), np.uint8), cv2.IMREAD_COLOR)
+    assert thumb.shape == (64, 64, 3)

@@ -119,8 +119,10 @@ def test_three_classrooms_at_once_one_killed_one_dropping(client, cameras, strea
     # Kill the first classroom's actor: Ray restarts it, it resumes from its checkpoint and goes on.
     before = _wait_state(client, ids[0], lambda b: b["state"]["time"] >= 8.0)["state"]
     ray.kill(ray.get_actor(actor_name(ids[0]), namespace=STREAM_NAMESPACE), no_restart=False)
+    # The page keeps the first part's people for a few seconds; wait for people the resumed part has seen itself
+    # (seen later than the first part can have reached: the kill came within a second or two of `before`).
     after = _wait_state(client, ids[0], lambda b: b["restarts"] == 1 and b["state"]["health"]["restarts"] == 1
-                        and b["state"]["time"] > before["time"] + 2 and len(b["state"]["people"]) >= 2)
+                        and sum(p["last_seen"] > before["time"] + 2 for p in b["state"]["people"]) >= 2)
     assert after["status"] == "running"
 
     # The third camera cut its viewers every 3 s; the stream reconnected each time and kept going.
@@ -141,11 +143,12 @@ def test_three_classrooms_at_once_one_killed_one_dropping(client, cameras, strea
         assert client.get(r.json()["report"]).status_code == 200
     summary = json.loads((streams_dir / ids[0] / "summary.json").read_text())
     assert summary["live"]["restarts"] == 1
-    assert any(g["reason"] == "analysis restarted" for g in summary["live"]["gaps"])
-    assert summary["live"]["analysed_frames"] > 0
-    # Both parts' people are in the report: the resumed part's track ids go on after the first part's.
+    restart = [g for g in summary["live"]["gaps"] if g["reason"] == "analysis restarted"]
+    assert len(restart) == 1 and summary["live"]["analysed_frames"] > 0
+    # Both parts' people are in the report: the first part's before the lost seconds (from its last checkpoint to
+    # the restart), the resumed part's after them, with track ids that go on after the first part's.
     firsts = sorted(t["first_s"] for t in summary["tracks"].values())
-    assert firsts[0] < before["time"] < firsts[-1]
+    assert firsts[0] < restart[0]["start_s"] < restart[0]["end_s"] <= firsts[-1], (restart, summary["tracks"])
     flaky_summary = json.loads((streams_dir / ids[2] / "summary.json").read_text())
     assert any(g["reason"] == "stream dropped" for g in flaky_summary["live"]["gaps"])
     assert {s["status"] for s in client.get("/v1/streams").json()} == {"stopped"}
