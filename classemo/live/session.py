@@ -35,7 +35,11 @@ def live_roles(tracker: Tracker, observer: FaceObserver, frame_size: tuple[int, 
     lesson goes on and the evidence grows)."""
     keep = tracker.min_duration()
     tracks = {tid: tr for tid, tr in tracker.tracks.items() if tr.duration_s >= keep}
-    centres = {tid: np.asarray(observer.centres[tid]).reshape(-1, 2) for tid in tracks}
+    # Only the region rule reads the face centres, which grow with the lesson; "auto" reads each track's running
+    # statistics, so a state costs the same at minute 50 as at minute 1.
+    region = parse_teacher(teacher)[0] == "region"
+    centres = {tid: np.asarray(observer.centres[tid]).reshape(-1, 2) if region else np.empty((0, 2))
+               for tid in tracks}
     return assign_roles(tracks, centres, frame_size, teacher) if tracks else {}
 
 
