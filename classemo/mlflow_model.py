@@ -63,6 +63,21 @@ def _as_bytes(frame: bytes | str) -> bytes:
         return data  # not base64 either: decode_image names the problem
 
 
+SERVING_PACKAGES = ("classemo", "torch", "cloudpickle")  # cloudpickle: it serialises the pyfunc wrapper
+
+
+def serving_requirements() -> list[str]:
+    """The logged model's pip requirements: this classemo (which brings the rest of its dependencies), the torch it
+    ran with, and cloudpickle, pinned to the installed versions (the distributions' own, without a local `+cu130`).
+
+    Given rather than inferred: MLflow's inference loads the model in a subprocess (7 s a model on 2 cores, paid by
+    every training run and trial) and missed torch, which classemo imports lazily.
+    """
+    from importlib.metadata import version
+
+    return [f"{p}=={version(p)}" for p in SERVING_PACKAGES]
+
+
 def log_model(checkpoint_dir: str | Path, example_frames: Sequence[bytes], *, name: str = "model") -> Any:
     """Log the checkpoint as a pyfunc model in the active run, with a signature and an input example.
 
@@ -85,7 +100,7 @@ def log_model(checkpoint_dir: str | Path, example_frames: Sequence[bytes], *, na
     signature = infer_signature(example, wrapper.predict(None, example))
     return mlflow.pyfunc.log_model(
         name=name, python_model=ClassemoPyfunc(), artifacts={"checkpoint": str(checkpoint_dir)},
-        signature=signature, input_example=example,
+        signature=signature, input_example=example, pip_requirements=serving_requirements(),
     )
 
 

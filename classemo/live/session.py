@@ -122,8 +122,9 @@ def run_live(source: LiveSource, predictor: "Predictor", *, out_dir: str | Path,
             snapshot = state.snapshot(observer.last_time + offset)
             if faces is not None:
                 faces.attach(snapshot["people"])
+                recent = observer.last_time - state.config.gone_after_s
                 faces.forget({p["track"] for p in snapshot["people"]}
-                             | {i for i, tr in tracker.tracks.items() if observer.last_time - tr.last_t <= 10.0})
+                             | {i for i, tr in tracker.tracks.items() if tr.last_t >= recent})
             captured = source.last_capture_wall
             snapshot["health"] = {**asdict(source.health()), "error": source.error, "restarts": past.restarts,
                                   "state_age_s": None if captured is None else time.monotonic() - captured}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from importlib.metadata import version as dist_version
 from pathlib import Path
 
 import mlflow
@@ -83,6 +84,9 @@ def test_both_stages_ddp_mlflow_registry_and_champion(ray_cluster, mlflow_uri: s
     assert predictor.labels == ["fear", "anger", "disgust", "happy", "sad", "positive", "neutral"]
     model = mlflow.pyfunc.load_model("models:/classemo@champion")
     assert model.metadata.signature is not None and model.metadata.saved_input_example_info is not None
+    # Its environment pins this classemo and the torch it ran with (MLflow's inference had left torch out).
+    requirements = Path(mlflow.pyfunc.get_model_dependencies("models:/classemo@champion")).read_text().split()
+    assert {f"classemo=={dist_version('classemo')}", f"torch=={dist_version('torch')}"} <= set(requirements), requirements
 
 
 def test_worker_failure_resumes_from_last_checkpoint(ray_cluster, mlflow_uri: str, tiny_dataset: Path,
