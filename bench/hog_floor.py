@@ -13,21 +13,29 @@ import argparse
 import numpy as np
 
 
-def features(root: str, split: str, size: int) -> tuple[np.ndarray, np.ndarray]:
-    """HOG of each clip's peak frame (grey, `size` px): `(N, D)` features and `(N,)` labels."""
+def peak_frames(root: str, split: str, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Each clip's peak frame, grey at `size` px: `(N, size, size)` uint8 images and `(N,)` label indices."""
     import cv2
 
     from classemo.data.format import read_split
 
-    hog = cv2.HOGDescriptor((size, size), (size // 4, size // 4), (size // 8, size // 8), (size // 8, size // 8), 9)
     table = read_split(root, split)
-    feats, labels = [], []
+    images, labels = [], []
     for frames, peak, label in zip(table.column("frames").to_pylist(), table.column("peak_index").to_pylist(),
                                    table.column("label_idx").to_pylist()):
         image = cv2.imdecode(np.frombuffer(frames[min(peak, len(frames) - 1)], np.uint8), cv2.IMREAD_GRAYSCALE)
-        feats.append(hog.compute(cv2.resize(image, (size, size), interpolation=cv2.INTER_AREA)).ravel())
+        images.append(cv2.resize(image, (size, size), interpolation=cv2.INTER_AREA))
         labels.append(label)
-    return np.asarray(feats, np.float32), np.asarray(labels)
+    return np.stack(images) if images else np.zeros((0, size, size), np.uint8), np.asarray(labels)
+
+
+def features(root: str, split: str, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """HOG of each clip's peak frame (grey, `size` px): `(N, D)` features and `(N,)` labels."""
+    import cv2
+
+    hog = cv2.HOGDescriptor((size, size), (size // 4, size // 4), (size // 8, size // 8), (size // 8, size // 8), 9)
+    images, labels = peak_frames(root, split, size)
+    return np.asarray([hog.compute(image).ravel() for image in images], np.float32), labels
 
 
 def hog_floor(root: str, *, size: int = 64, c: float = 0.01) -> dict:

@@ -12,8 +12,8 @@ Training (`python jobs/train.py`, Ray Train, MLflow):
    (`<work>/ferplus-start`) is also the FER+-only start that `bench/real_faces.py --init-from` fine-tunes from;
 6. stage 2, `configs/builtin.yaml`: from stage 1 (`unified.init_from`) on the merged data, so the temporal encoder and
    the valence/arousal head learn sequences while real faces stay in every batch: the built-in model;
-7. the plain-CNN floor: the comparison models' frame CNN (`cnn_gru_tiny` on 1-frame clips: a residual CNN) trained
-   by stage 1's config, data and epochs.
+7. the plain-CNN floor (bench/plain_cnn_floor.py): a plain CNN of about the model's size (1.47 M parameters, in one
+   process, its own recipe) on stage 1's crops for stage 1's epochs.
 Measurement, in the same run: FER+ test (majority labels, duplicates dropped) for both stages, the plain CNN and the
 HOG + linear-SVM floor on the same crops; faces-muxspace's and the synthetic test splits; the four labelled stills of
 tests/fixtures/media (a sanity check: never training input). With `--install`, the checkpoint goes to
@@ -57,18 +57,19 @@ def classemo(*args: str) -> list[str]:
     return [sys.executable, "-m", "classemo.cli", *args]
 
 
-def build_data(work: Path, ferplus: Path, faces: Path, seed: int) -> dict[str, Path]:
+def build_data(work: Path, ferplus: Path, faces: Path, seed: int, margin: float) -> dict[str, Path]:
+    """Every source cut by one face path (the margin too: merge refuses sources cropped differently)."""
     paths = {k: work / k for k in ("ferplus", "muxspace", "synth", "merged")}
+    face = ["--image-size", str(CROP_SIZE), "--margin", str(margin)]
     if not (paths["ferplus"] / "manifest.json").exists():
-        run(classemo("data", "convert", "ferplus", str(ferplus), "--out", str(paths["ferplus"]), "--image-size",
-                     str(CROP_SIZE), "--no-progress"))
+        run(classemo("data", "convert", "ferplus", str(ferplus), "--out", str(paths["ferplus"]), *face,
+                     "--no-progress"))
     if not (paths["muxspace"] / "manifest.json").exists():
         run(classemo("data", "convert", "images", str(faces), str(paths["muxspace"]), "--label-map",
-                     "configs/label_maps/muxspace.yaml", "--image-size", str(CROP_SIZE), "--subject-pattern",
-                     SUBJECT_PATTERN))
+                     "configs/label_maps/muxspace.yaml", *face, "--subject-pattern", SUBJECT_PATTERN))
     if not (paths["synth"] / "manifest.json").exists():
         run(classemo("data", "synth", "--out", str(paths["synth"]), "--clips-per-class", "60", "--num-frames", "4",
-                     "--image-size", str(CROP_SIZE), "--subjects", "60", "--seed", str(seed)))
+                     *face, "--subjects", "60", "--seed", str(seed)))
     if not (paths["merged"] / "manifest.json").exists():
         run(classemo("data", "merge", str(paths["ferplus"]), str(paths["muxspace"]), str(paths["synth"]), "--out",
                      str(paths["merged"])))
@@ -153,6 +154,8 @@ def render_card(metrics: dict, checkpoint: Path, work: Path) -> str:
         "build_minutes": recipe.get("build_minutes") or "n/a",
         "stage1_epochs": recipe["stage1_epochs"], "stage2_epochs": recipe["stage2_epochs"],
         "cnn_epochs": recipe.get("plain_cnn_epochs", recipe["stage1_epochs"]),
+        "cnn_minutes": recipe["minutes"].get("plain_cnn", "n/a"),
+        "margin": config.get("preprocessing", {}).get("face", {}).get("margin", 0.2),
         "ferplus_counts": counts("ferplus"), "real_counts": counts("muxspace"), "synth_counts": counts("synth"),
         "fer_n": fer["num_samples"], "fer_acc": f"{fer['accuracy']:.3f}", "fer_uar": f"{fer['uar']:.3f}",
         "fer1_acc": f"{fer1['accuracy']:.3f}", "fer1_uar": f"{fer1['uar']:.3f}",
@@ -188,8 +191,9 @@ def main() -> None:
                     help="the real-face folder (default: $CLASSEMO_DATA_DIR/faces-muxspace)")
     ap.add_argument("--stage1-config", default="configs/builtin_ferplus.yaml", help="stage 1: FER+ alone")
     ap.add_argument("--config", default="configs/builtin.yaml", help="stage 2: the merged dataset")
-    ap.add_argument("--cnn-model", default="cnn_gru_tiny", help="the plain-CNN floor (a comparison model)")
     ap.add_argument("--cnn-epochs", type=int, default=0, help="the plain CNN's epochs (default: stage 1's)")
+    ap.add_argument("--margin", type=float, default=0.0,
+                    help="the face path's margin for every source (FER+ faces are cut tight; 0 reads them best)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--install", action="store_true", help="copy the model and its figures into classemo/builtin/")
     ap.add_argument("--install-only", action="store_true",
@@ -200,14 +204,15 @@ def main() -> None:
 
     from classemo.config import load_config
     from hog_floor import hog_floor
+    from plain_cnn_floor import plain_cnn_floor
 
     started = time.time()
     work = args.work.resolve()
     if args.install_only:
         install(work, json.loads((work / "metrics.json").read_text()))
         return
-    paths = build_data(work, args.ferplus, args.faces, args.seed)
-    stage1, model, cnn = work / "ferplus-start", work / "model", work / "plain-cnn"
+    paths = build_data(work, args.ferplus, args.faces, args.seed, args.margin)
+    stage1, model = work / "ferplus-start", work / "model"
     seed = f"run.seed={args.seed}"
     minutes = {"stage1": train_stage(work, "ferplus-start", ["--config", args.stage1_config,
                                                             f"data.root={paths['ferplus']}", seed, *args.overrides])}
@@ -215,20 +220,22 @@ def main() -> None:
                                                     f"unified.init_from={stage1}", seed, *args.overrides])
     epochs = [load_config(c, args.overrides).unified.epochs for c in (args.stage1_config, args.config)]
     cnn_epochs = args.cnn_epochs or epochs[0]
+    cnn_scores, cnn_record = {}, work / "plain-cnn.json"
     if not args.no_floors:
-        # The same config and data as stage 1 (and its epochs unless --cnn-epochs), a plain CNN for the paper's model.
-        minutes["plain_cnn"] = train_stage(work, "plain-cnn", [
-            "--config", args.stage1_config, f"data.root={paths['ferplus']}", f"unified.model={args.cnn_model}",
-            "unified.model_kwargs={}", f"unified.epochs={cnn_epochs}", "run.name=classemo-builtin-plain-cnn", seed,
-            *args.overrides])
+        # Stage 1's crops and (unless --cnn-epochs) epochs: the paper's model against a plain CNN of its size.
+        if not cnn_record.exists():
+            cnn_record.write_text(json.dumps(plain_cnn_floor(str(paths["ferplus"]), epochs=cnn_epochs,
+                                                             seed=args.seed), indent=2) + "\n")
+        cnn_scores = json.loads(cnn_record.read_text())
+        minutes["plain_cnn"] = cnn_scores["minutes"]
     size = load_config(args.stage1_config, args.overrides).data.image_size
     metrics = {"recipe": {"stage1": [args.stage1_config, *args.overrides], "stage2": [args.config, *args.overrides],
                           "stage1_epochs": epochs[0], "stage2_epochs": epochs[1], "plain_cnn_epochs": cnn_epochs,
-                          "seed": args.seed,
+                          "plain_cnn": "bench/plain_cnn_floor.py", "margin": args.margin, "seed": args.seed,
                           "minutes": minutes, "train_minutes": round(sum(minutes.values()), 1)},
                "ferplus_test": scores(model, paths["ferplus"]),
                "ferplus_test_stage1": scores(stage1, paths["ferplus"]),
-               "plain_cnn_ferplus_test": {} if args.no_floors else scores(cnn, paths["ferplus"]),
+               "plain_cnn_ferplus_test": cnn_scores,
                "hog_floor_ferplus_test": hog_floor(str(paths["ferplus"]), size=size),
                "real_faces_test": scores(model, paths["muxspace"]),
                "hog_floor_real_faces_test": hog_floor(str(paths["muxspace"])),

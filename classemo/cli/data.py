@@ -48,12 +48,15 @@ def synth_command(
     image_size: Annotated[int, typer.Option(help="Side of the square face crops, pixels.")] = 64,
     seed: Annotated[int, typer.Option(help="Seed: the same seed gives the same bytes.")] = 0,
     subjects: Annotated[int, typer.Option(help="Distinct synthetic identities; splits are by identity.")] = 30,
+    margin: Annotated[float, typer.Option(help="Draw the faces as the face path crops them at this margin (as "
+                                               "`convert --margin`), so the set merges with real faces cut so.")] = 0.2,
     force: Annotated[bool, typer.Option("--force", help="Regenerate even if an identical dataset exists.")] = False,
 ) -> None:
     """Generate the synthetic expression-clip dataset (reused when it already exists with the same parameters)."""
     with _writing_to(out):
         manifest = write_synth_dataset(out, clips_per_class=clips_per_class, num_frames=num_frames,
-                                       image_size=image_size, seed=seed, subjects=subjects, reuse=not force,
+                                       image_size=image_size, seed=seed, subjects=subjects, margin=margin,
+                                       reuse=not force,
                                        progress=True)
     verb = "reused existing" if manifest.extra.get("reused") else "wrote"
     typer.echo(f"{verb} synthetic dataset at {out}: {manifest.num_clips} clips {manifest.counts}, "

@@ -15,7 +15,8 @@ import numpy as np
 from classemo.faces import FaceSettings
 from classemo.labels import LabelSet
 from classemo.synth.face import ACTIONS, EXPRESSIONS, FaceIdentity, action_vector
-from classemo.synth.render import SUPERSAMPLE, Nuisance, random_background, render_actions, render_face
+from classemo.synth.render import (SUPERSAMPLE, Nuisance, margin_zoom, random_background, render_actions,
+                                   render_face)
 
 if TYPE_CHECKING:
     from classemo.data.format import Manifest
@@ -77,7 +78,7 @@ def _encode_png(rgb: np.ndarray) -> bytes:
 
 
 def synth_clips(*, clips_per_class: int, num_frames: int, image_size: int, seed: int, subjects: int = 30,
-                labels: LabelSet | None = None, fps: float = 10.0) -> Iterator[dict]:
+                labels: LabelSet | None = None, fps: float = 10.0, margin: float = 0.2) -> Iterator[dict]:
     """Dataset rows (see classemo/data/format.py) of synthetic expression clips, generated lazily.
 
     Each clip is one identity going neutral -> apex -> back with a known `peak_index`; frame V/A follow the
@@ -92,12 +93,15 @@ def synth_clips(*, clips_per_class: int, num_frames: int, image_size: int, seed:
         subjects: Number of distinct identities; clips are split by identity.
         labels: Label set to draw (default the paper's); every label must be a drawable expression.
         fps: Frame rate written into the rows.
+        margin: The face path's margin the crops imitate (the face fills more of the crop as it shrinks).
     """
     labels = labels or LabelSet.paper()
     _check_synth_args(labels, clips_per_class=clips_per_class, num_frames=num_frames, image_size=image_size,
                       subjects=subjects, fps=fps)
+    if not 0 <= margin <= 1:
+        raise ValueError(f"margin must be between 0 and 1, got {margin}")
     return _synth_rows(labels, clips_per_class=clips_per_class, num_frames=num_frames, image_size=image_size,
-                       seed=seed, subjects=subjects, fps=fps)
+                       seed=seed, subjects=subjects, fps=fps, zoom=margin_zoom(margin))
 
 
 def _check_synth_args(labels: LabelSet, *, clips_per_class: int, num_frames: int, image_size: int, subjects: int,
@@ -116,7 +120,7 @@ def _check_synth_args(labels: LabelSet, *, clips_per_class: int, num_frames: int
 
 
 def _synth_rows(labels: LabelSet, *, clips_per_class: int, num_frames: int, image_size: int, seed: int,
-                subjects: int, fps: float) -> Iterator[dict]:
+                subjects: int, fps: float, zoom: float = 1.0) -> Iterator[dict]:
     id_rng = np.random.default_rng([seed, 1])
     idents = [FaceIdentity.random(id_rng, f"synth-{seed}-{k:03d}") for k in range(subjects)]
     split_of = assign_subject_splits([i.subject_id for i in idents], seed)
@@ -149,7 +153,8 @@ def _synth_rows(labels: LabelSet, *, clips_per_class: int, num_frames: int, imag
         nuisance = base
         for t in range(num_frames):
             actions = action_vector(label, float(course[t]), identity=ident, extra=style)
-            frames.append(_encode_png(render_actions(ident, actions, image_size, rng, nuisance, background)))
+            frames.append(_encode_png(render_actions(ident, actions, image_size, rng, nuisance, background,
+                                                        zoom=zoom)))
             nuisance = nuisance.moved(rng, 1.0)
         yield {
             "clip_id": f"synth-{seed}-{k:06d}",
@@ -170,10 +175,11 @@ def _synth_rows(labels: LabelSet, *, clips_per_class: int, num_frames: int, imag
 
 
 def synth_params(*, clips_per_class: int, num_frames: int, image_size: int, seed: int, subjects: int,
-                 fps: float) -> dict:
+                 fps: float, margin: float = 0.2) -> dict:
     """The parameters that fully determine a synthetic dataset (stored in its manifest to allow reuse)."""
     return {"generator": SYNTH_VERSION, "clips_per_class": int(clips_per_class), "num_frames": int(num_frames),
-            "image_size": int(image_size), "seed": int(seed), "subjects": int(subjects), "fps": float(fps)}
+            "image_size": int(image_size), "seed": int(seed), "subjects": int(subjects), "fps": float(fps),
+            "margin": float(margin)}
 
 
 def existing_synth_dataset(root: str, params: dict) -> Manifest | None:
@@ -188,8 +194,8 @@ def existing_synth_dataset(root: str, params: dict) -> Manifest | None:
 
 
 def write_synth_dataset(root: str, *, clips_per_class: int = 60, num_frames: int = 8, image_size: int = 64,
-                        seed: int = 0, subjects: int = 30, fps: float = 10.0, reuse: bool = False,
-                        progress: bool = False) -> Manifest:
+                        seed: int = 0, subjects: int = 30, fps: float = 10.0, margin: float = 0.2,
+                        reuse: bool = False, progress: bool = False) -> Manifest:
     """Generate the synthetic expression dataset and write it in the Parquet format, split by subject.
 
     Args:
@@ -200,6 +206,8 @@ def write_synth_dataset(root: str, *, clips_per_class: int = 60, num_frames: int
         seed: Same seed, same bytes.
         subjects: Distinct identities; train/val/test never share one.
         fps: Frame rate recorded in the rows.
+        margin: The face path's margin (`FaceSettings.margin`) the crops imitate and the manifest records, so the
+            dataset merges with real faces converted at that margin.
         reuse: Return the existing dataset at root untouched when it was written with the same parameters.
         progress: Show a tqdm bar.
 
@@ -211,7 +219,7 @@ def write_synth_dataset(root: str, *, clips_per_class: int = 60, num_frames: int
     from classemo.data.format import write_dataset
 
     params = synth_params(clips_per_class=clips_per_class, num_frames=num_frames, image_size=image_size, seed=seed,
-                          subjects=subjects, fps=fps)
+                          subjects=subjects, fps=fps, margin=margin)
     if reuse:
         found = existing_synth_dataset(str(root), params)
         if found is not None:
@@ -219,12 +227,12 @@ def write_synth_dataset(root: str, *, clips_per_class: int = 60, num_frames: int
             return found
     labels = LabelSet.paper()
     rows = synth_clips(clips_per_class=clips_per_class, num_frames=num_frames, image_size=image_size, seed=seed,
-                       subjects=subjects, labels=labels, fps=fps)
+                       subjects=subjects, labels=labels, fps=fps, margin=margin)
     if progress:
         rows = tqdm(rows, total=clips_per_class * len(labels), desc="synth clips", unit="clip")
     # The faces are drawn centred and nearly upright, as an aligned crop shows a face: a model trained on them is
-    # used with the default (YuNet, aligned) face path.
-    face = FaceSettings(size=image_size).to_dict()
+    # used with the default (YuNet, aligned) face path at that margin.
+    face = FaceSettings(size=image_size, margin=margin).to_dict()
     manifest = write_dataset(rows, root, labels, image_size=image_size, source="synth",
                              converter_version=SYNTH_VERSION, extra={"synth_params": params}, face=face)
     manifest.extra["reused"] = False

@@ -72,8 +72,11 @@ class Nuisance:
 
 
 def render_actions(identity: FaceIdentity, actions: dict[str, float], size: int, rng: np.random.Generator,
-                   nuisance: Nuisance, background: np.ndarray) -> np.ndarray:
+                   nuisance: Nuisance, background: np.ndarray, *, zoom: float = 1.0) -> np.ndarray:
     """Render a face crop from raw facial actions, so a clip can keep one background and move one pose per frame.
+
+    `zoom` scales the face in the crop: 1 draws it as an aligned crop at margin 0.2 shows a face, and
+    `margin_zoom(m)` as one at margin m.
 
     Returns:
         (size, size, 3) uint8 RGB image.
@@ -81,12 +84,18 @@ def render_actions(identity: FaceIdentity, actions: dict[str, float], size: int,
     big = size * SUPERSAMPLE
     canvas = cv2.resize(background, (big, big), interpolation=cv2.INTER_LINEAR) if background.shape[0] != big \
         else background.copy()
-    pose = Pose(cx=big * (0.5 + nuisance.dx), cy=big * (0.5 + nuisance.dy), radius=big * 0.4 * nuisance.scale,
+    pose = Pose(cx=big * (0.5 + nuisance.dx), cy=big * (0.5 + nuisance.dy), radius=big * 0.4 * zoom * nuisance.scale,
                 angle=nuisance.angle, yaw=float(np.clip(nuisance.yaw, -1, 1)))
     draw_person(canvas, identity, actions, pose)
     img = cv2.resize(canvas, (size, size), interpolation=cv2.INTER_AREA)
     apply_nuisance(img, rng, light=nuisance.light, blur=nuisance.blur, noise=nuisance.noise)
     return np.ascontiguousarray(img[..., ::-1])
+
+
+def margin_zoom(margin: float) -> float:
+    """How much larger a face is in an aligned crop at `margin` than at 0.2, the margin the faces are drawn for: the
+    template's face side is 1 / (1 + 2 margin) of the crop."""
+    return (1 + 2 * 0.2) / (1 + 2 * margin)
 
 
 def render_face(identity: FaceIdentity, expression: str, intensity: float, *, size: int,

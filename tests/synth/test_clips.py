@@ -226,3 +226,44 @@ def test_cli_synth_reports_an_unwritable_root(tmp_path: Path) -> None:
                                       "--num-frames", "1", "--image-size", "32"])
     assert result.exit_code == 1
     assert f"cannot write to {blocker / 'ds'}" in result.output
+
+
+def test_a_margin_draws_the_face_as_the_face_path_would_cut_it(tmp_path: Path) -> None:
+    """At margin 0 the face fills 1.4x more of the crop than at 0.2 (the aligned template's ratio), the manifest says
+    so, and a set drawn at one margin does not merge with one drawn at another (a model runs one face path)."""
+    from classemo.data.format import DatasetFormatError
+    from classemo.data.merge import merge_datasets
+    from classemo.synth.face import action_vector
+    from classemo.synth.render import Nuisance, margin_zoom, random_background, render_actions
+
+    cascade = cv2.CascadeClassifier(cv2.data.haarcascades + "haarcascade_frontalface_default.xml")
+    rng = np.random.default_rng(2)
+    ratios = []
+    for i in range(12):
+        ident = FaceIdentity.random(rng, f"m{i}")
+        actions = action_vector("neutral", 0.0, identity=ident)
+        sides, still = [], Nuisance.random(np.random.default_rng(0), 0.0)  # centred, upright, clean
+        for zoom in (1.0, margin_zoom(0.0)):
+            crop = render_actions(ident, actions, 96, np.random.default_rng(i), still,
+                                  random_background(np.random.default_rng(i), 384, 384), zoom=zoom)
+            canvas = np.full((300, 300, 3), 128, np.uint8)
+            canvas[100:196, 100:196] = crop
+            boxes = cascade.detectMultiScale(cv2.cvtColor(canvas, cv2.COLOR_RGB2GRAY), 1.05, 4, minSize=(20, 20))
+            sides.append(max((b[2] for b in boxes), default=0))
+        if min(sides):
+            ratios.append(sides[1] / sides[0])
+    assert len(ratios) >= 8, f"Haar found both faces of only {len(ratios)} of 12 identities"
+    assert 1.25 <= float(np.median(ratios)) <= 1.55, ratios  # the template: (1 + 2 x 0.2) / (1 + 2 x 0) = 1.4
+
+    tight = write_synth_dataset(str(tmp_path / "tight"), seed=1, margin=0.0, **SMALL)
+    assert tight.face["margin"] == 0.0 and tight.extra["synth_params"]["margin"] == 0.0
+    write_synth_dataset(str(tmp_path / "tight2"), seed=2, margin=0.0, **SMALL)
+    write_synth_dataset(str(tmp_path / "default"), seed=3, **SMALL)
+    assert merge_datasets([str(tmp_path / "tight"), str(tmp_path / "tight2")], str(tmp_path / "m")).face["margin"] == 0
+    with pytest.raises(DatasetFormatError, match="face settings"):
+        merge_datasets([str(tmp_path / "tight"), str(tmp_path / "default")], str(tmp_path / "m2"))
+    # Same seed and sizes, another margin: not the same dataset, so reuse regenerates it.
+    again = write_synth_dataset(str(tmp_path / "tight"), seed=1, margin=0.2, reuse=True, **SMALL)
+    assert again.extra["reused"] is False and again.face["margin"] == 0.2
+    with pytest.raises(ValueError, match="margin"):
+        write_synth_dataset(str(tmp_path / "bad"), seed=1, margin=-0.1, **SMALL)
