@@ -142,6 +142,8 @@ def render_card(metrics: dict, checkpoint: Path, work: Path) -> str:
     def figure(m: dict, key: str) -> str:
         return f"{m[key]:.3f}" if key in m else "not measured in this build (--no-floors)"
 
+    targets = "; ".join(f"{name} {value:.3f} ({'met' if value >= want else 'not met'})" for name, value, want in
+                        (("accuracy", fer["accuracy"], 0.88), ("UAR", fer["uar"], 0.70)))
     still_text = ", ".join(f"{name} ({s['expected']}) -> {s['predicted']} ({s.get('prob', 0):.2f})"
                            for name, s in metrics["stills"].items())
     correct = sum(s["correct"] for s in metrics["stills"].values())
@@ -168,6 +170,7 @@ def render_card(metrics: dict, checkpoint: Path, work: Path) -> str:
         "synth_vccc": f"{synth.get('valence_ccc', float('nan')):.2f}",
         "synth_accc": f"{synth.get('arousal_ccc', float('nan')):.2f}",
         "stills": f"**{correct} of 4**: {still_text}",
+        "targets": f"{targets}; stills {correct} of 4 ({'met' if correct == 4 else 'not met'})",
     }
     return (ROOT / "scripts" / "builtin_model_card.md").read_text().format(**fill)
 
