@@ -47,10 +47,11 @@ def loop_video(src: Path, dst: Path, seconds: float) -> None:
     out.release()
 
 
-def face_settings(detector: str, size: int) -> object:
-    from classemo.faces import FaceSettings
+def face_settings(detector: str, model: object) -> object:
+    """The model's own face settings (its margin, crop size) with `detector`, as `classemo analyze --detector` does."""
+    from dataclasses import replace
 
-    return FaceSettings(detector=detector, align=detector == "yunet", size=size)
+    return replace(model, detector=detector, align=model.align and detector == "yunet")  # type: ignore[type-var]
 
 
 def speed(video: Path, predictor: object, detector: str, fps: float, out: Path, repeats: int) -> dict:
@@ -61,7 +62,7 @@ def speed(video: Path, predictor: object, detector: str, fps: float, out: Path, 
     for k in range(repeats):
         t0 = time.perf_counter()
         res = analyze_video(video, predictor, out_dir=out / f"{detector}{k}", fps=fps, progress=False,  # type: ignore
-                            faces=face_settings(detector, predictor.face_settings.size))  # type: ignore[attr-defined]
+                            faces=face_settings(detector, predictor.face_settings))  # type: ignore[attr-defined]
         wall = time.perf_counter() - t0
         s = res.summary
         runs.append({"wall_s": wall, "x_realtime": s["duration_s"] / wall, "duration_s": s["duration_s"],
@@ -73,7 +74,7 @@ def speed(video: Path, predictor: object, detector: str, fps: float, out: Path, 
             "all_x": [r["x_realtime"] for r in runs]}
 
 
-def recall(video: Path, truth: dict, detector: str, fps: float, size: int) -> tuple[float, float]:
+def recall(video: Path, truth: dict, detector: str, fps: float, model_face: object) -> tuple[float, float]:
     """(recall of drawn visible faces at IoU >= 0.3, mean detection ms per analysed frame)."""
     import numpy as np
 
@@ -81,7 +82,7 @@ def recall(video: Path, truth: dict, detector: str, fps: float, size: int) -> tu
     from classemo.video.decode import iter_frames
     from classemo.video.track import iou_matrix
 
-    path = FacePath(face_settings(detector, size))  # type: ignore[arg-type]
+    path = FacePath(face_settings(detector, model_face))  # type: ignore[arg-type]
     hits = drawn = 0
     seconds = 0.0
     for idx, _, frame in iter_frames(video, fps=fps):
@@ -129,7 +130,6 @@ def main() -> None:
             save_model_checkpoint(model, root / "ckpt", labels=LabelSet.paper(),
                                   face=FaceSettings(size=model.image_size))
             predictor = Predictor.from_checkpoint(root / "ckpt", device="cpu")
-        size = predictor.face_settings.size
         single = root / "single_face_long.mp4"
         loop_video(MEDIA / "single_face.mp4", single, args.seconds)
         videos = [single]
@@ -143,7 +143,7 @@ def main() -> None:
             video = root / f"recall_{scenario}.mp4"
             truth = make_classroom_video(video, scenario=scenario, num_students=29, seconds=args.seconds, fps=10,
                                          seed=100 + k)
-            recalls[scenario] = {d: recall(video, truth, d, args.fps, size) for d in detectors}
+            recalls[scenario] = {d: recall(video, truth, d, args.fps, predictor.face_settings) for d in detectors}
     print(f"model: {predictor.info.get('architecture')} ({args.model or 'untrained'}), dtype "
           f"{str(predictor.dtype).removeprefix('torch.')}, threads {args.threads}, analysis fps {args.fps}, median of "
           f"{args.repeats}; {time.perf_counter() - t_start:.0f} s in all")

@@ -56,8 +56,7 @@ def synth_command(
     with _writing_to(out):
         manifest = write_synth_dataset(out, clips_per_class=clips_per_class, num_frames=num_frames,
                                        image_size=image_size, seed=seed, subjects=subjects, margin=margin,
-                                       reuse=not force,
-                                       progress=True)
+                                       reuse=not force, progress=True)
     verb = "reused existing" if manifest.extra.get("reused") else "wrote"
     typer.echo(f"{verb} synthetic dataset at {out}: {manifest.num_clips} clips {manifest.counts}, "
                f"{num_frames} frames of {image_size}px, labels {[d['name'] for d in manifest.labels]}")

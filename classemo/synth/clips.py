@@ -97,15 +97,13 @@ def synth_clips(*, clips_per_class: int, num_frames: int, image_size: int, seed:
     """
     labels = labels or LabelSet.paper()
     _check_synth_args(labels, clips_per_class=clips_per_class, num_frames=num_frames, image_size=image_size,
-                      subjects=subjects, fps=fps)
-    if not 0 <= margin <= 1:
-        raise ValueError(f"margin must be between 0 and 1, got {margin}")
+                      subjects=subjects, fps=fps, margin=margin)
     return _synth_rows(labels, clips_per_class=clips_per_class, num_frames=num_frames, image_size=image_size,
                        seed=seed, subjects=subjects, fps=fps, zoom=margin_zoom(margin))
 
 
 def _check_synth_args(labels: LabelSet, *, clips_per_class: int, num_frames: int, image_size: int, subjects: int,
-                      fps: float) -> None:
+                      fps: float, margin: float = 0.2) -> None:
     """Raise ValueError naming the first bad argument (eagerly, before anything is written)."""
     unknown = [n for n in labels.names if n not in EXPRESSIONS]
     if unknown:
@@ -117,6 +115,8 @@ def _check_synth_args(labels: LabelSet, *, clips_per_class: int, num_frames: int
         raise ValueError(f"image_size must be at least 16 pixels, got {image_size}")
     if not fps > 0:
         raise ValueError(f"fps must be positive, got {fps}")
+    if not 0 <= margin <= 1:
+        raise ValueError(f"margin must be between 0 and 1, got {margin}")
 
 
 def _synth_rows(labels: LabelSet, *, clips_per_class: int, num_frames: int, image_size: int, seed: int,
