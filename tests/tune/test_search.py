@@ -1,7 +1,15 @@
-"""A real 3-trial search on a local Ray: Optuna TPE + ASHA over the training driver, MLflow runs, registration."""
+"""A real 3-trial search on a local Ray: Optuna TPE + ASHA over the training driver, MLflow runs, registration,
+interrupted (SIGINT) after its first trial and resumed without running that trial again.
+
+One search covers both: each trial is a Ray Train run of its own (~45 s here), and a second search only to be
+interrupted cost the suite 160 s."""
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -9,10 +17,10 @@ import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 
-from helpers import TINY_SEARCH, free_port
+from helpers import REPO, TINY_SEARCH, free_port
 from tune.config import load_tune_config
 from tune.report import SEARCH_TAG
-from tune.search import run_search
+from tune.search import PROGRESS_FILE, run_search
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
@@ -35,15 +43,37 @@ def _live_placement_groups(ray) -> list[str]:
     return [pg_id for pg_id, pg in ray.util.placement_group_table().items() if pg["state"] != "REMOVED"]
 
 
-def test_three_trial_search_asha_mlflow_and_registry(ray_with_state_api, mlflow_uri: str, tiny_dataset: Path,
-                                                     tmp_path: Path) -> None:
+def test_three_trial_search_interrupted_resumed_asha_mlflow_and_registry(request, mlflow_uri: str,
+                                                                         tiny_dataset: Path, tmp_path: Path) -> None:
     # One trial at a time, 2 epochs, one ASHA rung at epoch 1 that keeps the top 1/4: with eta spanning three
     # decades the later trials meet a recorded rung and the weaker ones stop there.
-    tc = load_tune_config(None, [*TINY_SEARCH, f"job.data.root={tiny_dataset}", "job.unified.epochs=2",
-                                 "search.name=t3", "search.num_samples=3", "search.max_concurrent_trials=1",
-                                 "search.grace_period=1", "search.reduction_factor=4", "search.eta1=[0.01, 10]",
-                                 "search.eta2=[0.01, 10]", f"search.storage_path={tmp_path / 'tune'}"])
-    out = run_search(tc)
+    args = [*TINY_SEARCH, f"job.data.root={tiny_dataset}", "job.unified.epochs=2", "search.name=t3",
+            "search.num_samples=3", "search.max_concurrent_trials=1", "search.grace_period=1",
+            "search.reduction_factor=4", "search.eta1=[0.01, 10]", "search.eta2=[0.01, 10]",
+            f"search.storage_path={tmp_path / 'tune'}", "job.run.ray_num_cpus=4"]
+    exp = tmp_path / "tune" / "t3"
+    # The command, as a user runs it, stopped like Ctrl+C once its first trial has finished.
+    env = {**os.environ, "MLFLOW_TRACKING_URI": mlflow_uri, "PYTHONPATH": str(REPO)}
+    proc = subprocess.Popen([sys.executable, str(REPO / "tune" / "tune_loss_weights.py"), *args], env=env,
+                            cwd=tmp_path, text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    progress = exp / PROGRESS_FILE
+    deadline = time.time() + 420
+    while not (progress.exists() and progress.read_text().strip()) and proc.poll() is None:
+        assert time.time() < deadline, "the first trial did not finish in time"
+        time.sleep(1)
+    assert proc.poll() is None, proc.communicate()[0][-3000:]
+    proc.send_signal(signal.SIGINT)  # Tune saves its state and stops
+    log = proc.communicate(timeout=180)[0]
+    assert proc.returncode == 3, log[-3000:]
+    assert "interrupted" in log and f"--resume {exp}" in log
+    first = progress.read_text().split()
+    assert len(first) == 1
+
+    # Resumed (`--resume` calls this) on a Ray whose state API this test can ask about placement groups.
+    ray = request.getfixturevalue("ray_with_state_api")
+    out = run_search(load_tune_config(None, []), resume=str(exp))
+    finished = progress.read_text().split()
+    assert len(finished) == 3 and finished[0] == first[0] and finished.count(first[0]) == 1
 
     df = out["trials"]
     assert len(df) == 3 and set(df["status"]) <= {"completed", "stopped_early"}
@@ -53,9 +83,9 @@ def test_three_trial_search_asha_mlflow_and_registry(ray_with_state_api, mlflow_
     # The trainer of a stopped trial released its workers' CPUs: its placement group leaked, and starved the next
     # trial, while Ray Train's cleaner could not reach the state API. The cleaner polls, so allow it a moment.
     deadline = time.monotonic() + 30
-    while _live_placement_groups(ray_with_state_api) and time.monotonic() < deadline:
+    while _live_placement_groups(ray) and time.monotonic() < deadline:
         time.sleep(1)
-    assert not _live_placement_groups(ray_with_state_api)
+    assert not _live_placement_groups(ray)
     saved = pd.read_csv(out["csv"])
     assert list(saved["trial_id"]) == list(df["trial_id"])
     best = out["best"]
@@ -70,7 +100,7 @@ def test_three_trial_search_asha_mlflow_and_registry(ray_with_state_api, mlflow_
     assert {"trials.csv", "eta_scatter.png", "tune_config.yaml"} <= artifacts
     children = client.search_runs([parent.info.experiment_id],
                                   filter_string=f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
-    by_trial = {r.data.tags["tune.trial_id"]: r for r in children}
+    by_trial = {r.data.tags["tune.trial_id"]: r for r in children if "tune.trial_id" in r.data.tags}  # the latest
     assert set(by_trial) == set(df["trial_id"])
     for _, row in df.iterrows():
         run = by_trial[row["trial_id"]]
@@ -90,3 +120,7 @@ def test_three_trial_search_asha_mlflow_and_registry(ray_with_state_api, mlflow_
     assert len(versions) == 1 and versions[0].version == out["registered_version"]
     assert versions[0].tags[SEARCH_TAG] == "t3" and versions[0].tags["classemo.tune_trial"] == best["trial_id"]
     assert versions[0].run_id == by_trial[best["trial_id"]].info.run_id
+
+    client_runs = client.search_runs([parent.info.experiment_id])
+    assert len([r for r in client_runs if "mlflow.parentRunId" not in r.data.tags]) == 1  # the search kept its parent
+    assert len([r for r in client_runs if r.info.run_name == f"t3-{first[0]}-unified"]) == 1  # trial 1 ran once
