@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Sequence
 
 import torch
 from timm.layers import resample_abs_pos_embed
@@ -43,6 +43,7 @@ class ViTBackbone(nn.Module):
         pretrained_file: str | None = None,
         stem: Literal["patch", "conv"] = "patch",
         stem_norm: Norm = "batch",
+        stem_depth: int | Sequence[int] = 1,
     ) -> None:
         """Build the backbone.
 
@@ -64,6 +65,8 @@ class ViTBackbone(nn.Module):
             stem: "patch" (ViT's patchify conv) or "conv" (a small CNN, `ConvStem`, with the same token grid).
                 Pretrained weights only fit the "patch" stem.
             stem_norm: the conv stem's normalisation, "batch" or "group" (independent of the per-worker batch).
+            stem_depth: the conv stem's 3x3 convs per stage, one number or one per stage (2: VGG-style pairs, as the
+                plain CNN floor's).
         """
         super().__init__()
         if image_size % patch_size:
@@ -81,7 +84,7 @@ class ViTBackbone(nn.Module):
             global_pool="token",
         )
         if stem == "conv":
-            self.vit.patch_embed.proj = ConvStem(patch_size, embed_dim, norm=stem_norm)
+            self.vit.patch_embed.proj = ConvStem(patch_size, embed_dim, norm=stem_norm, depth=stem_depth)
         elif stem != "patch":
             raise ValueError(f"stem must be 'patch' or 'conv', got {stem!r}")
         self.head = nn.Linear(embed_dim, num_classes)
@@ -136,24 +139,29 @@ class MaxPool2x2(nn.Module):
 
 
 class ConvStem(nn.Sequential):
-    """Hybrid-ViT patch embedding: log2(patch) stages of 3x3 conv-norm-ReLU + 2x2 max-pool, then a 1x1 conv to E.
+    """Hybrid-ViT patch embedding: log2(patch) stages of `depth` 3x3 conv-norm-ReLU + 2x2 max-pool, then a 1x1 conv to E.
 
     The norm is BatchNorm, or GroupNorm (`norm="group"`) where a worker's batch holds few faces.
     """
 
-    def __init__(self, patch_size: int, embed_dim: int, norm: Norm = "batch") -> None:
+    def __init__(self, patch_size: int, embed_dim: int, norm: Norm = "batch", depth: int | Sequence[int] = 1) -> None:
         steps = math.log2(patch_size)
         if patch_size < 2 or steps != int(steps):
             raise ValueError(f"the conv stem needs a power-of-two patch_size >= 2, got {patch_size}")
+        depths = [depth] * int(steps) if isinstance(depth, int) else list(depth)
+        if len(depths) != int(steps) or min(depths) < 1:
+            raise ValueError(f"the conv stem needs {int(steps)} stages of at least one conv each, got depth={depth}")
         layers: list[nn.Module] = []
         channels = 3
         for i in range(int(steps)):
             # 32, 64, 128, ... capped at embed_dim: a small CNN's widths. Full-resolution 3x3 convs before each
             # pool are what let it learn local cues (lip corners, brows); strided 3x3 convs alone did not.
             out = min(32 * 2 ** i, max(embed_dim, 32))
-            layers += [nn.Conv2d(channels, out, 3, padding=1, bias=False), norm_layer(norm, out),
-                       nn.ReLU(inplace=True), MaxPool2x2()]
-            channels = out
+            for _ in range(depths[i]):
+                layers += [nn.Conv2d(channels, out, 3, padding=1, bias=False), norm_layer(norm, out),
+                           nn.ReLU(inplace=True)]
+                channels = out
+            layers.append(MaxPool2x2())
         layers.append(nn.Conv2d(channels, embed_dim, 1))
         super().__init__(*layers)  # (N, 3, S, S) -> (N, E, S / patch, S / patch)
 

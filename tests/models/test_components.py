@@ -194,6 +194,21 @@ def test_conv_stem_keeps_the_token_grid_and_learns_from_every_layer(patch_size: 
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in stem_params)
 
 
+@pytest.mark.parametrize("depth", [2, (1, 2)])
+def test_conv_stem_depth_adds_convs_per_stage_on_the_same_grid(depth: int | tuple[int, ...]) -> None:
+    one = _tiny_vit(patch_size=4, stem="conv").eval()
+    deeper = _tiny_vit(patch_size=4, stem="conv", stem_depth=depth).eval()
+    convs = lambda m: [c for c in m.vit.patch_embed.proj if isinstance(c, torch.nn.Conv2d)]  # noqa: E731
+    per_stage = [depth] * 2 if isinstance(depth, int) else list(depth)
+    assert len(convs(deeper)) == sum(per_stage) + 1 and len(convs(one)) == 2 + 1  # 3x3s per stage, then the 1x1
+    x = torch.randn(2, 3, 16, 16)
+    assert deeper(x)[0].shape == one(x)[0].shape and deeper.grid_size == one.grid_size
+    with pytest.raises(ValueError, match="2 stages of at least one conv each"):
+        _tiny_vit(patch_size=4, stem="conv", stem_depth=(1, 2, 2))
+    with pytest.raises(ValueError, match="2 stages of at least one conv each"):
+        _tiny_vit(patch_size=4, stem="conv", stem_depth=0)
+
+
 @pytest.mark.parametrize("shape", [(2, 5, 16, 16), (1, 3, 7, 9), (3, 1, 2, 3)])
 def test_fast_max_pool_equals_torch_max_pool(shape: tuple[int, ...]) -> None:
     x = torch.randn(*shape, requires_grad=True)
