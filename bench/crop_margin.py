@@ -9,6 +9,10 @@ image, as the converter does.
 
     python bench/crop_margin.py --ferplus ../shared/data/ferplus/data --margins 0.2 0.1 0 -0.1
     python bench/crop_margin.py --ferplus ... --margins 0.2 --variants 0.2 --models plain classemo_tiny cnn_gru_tiny
+    python bench/crop_margin.py --ferplus ... --margins 0 --variants 0 --train 30000 --test 4000 \
+        --models plain classemo_tiny 'classemo_tiny:{"stem_depth": [1, 2, 2]}' --cache runs/ferplus_crops.npz
+
+A registered model takes keyword arguments as `name:{json}`. `--cache` keeps the crops, so a second run skips YuNet.
 """
 
 from __future__ import annotations
@@ -82,19 +86,26 @@ def augment(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
 class ClipModel(nn.Module):
     """A registered clip model (the paper's or a comparison model) on 1-frame clips of grey crops: its clip logits."""
 
-    def __init__(self, name: str, n_classes: int) -> None:
+    def __init__(self, name: str, n_classes: int, **kwargs: object) -> None:
         super().__init__()
         from classemo.models import create_model
 
         extra = {"grayscale": True} if name.startswith("classemo") else {}
-        self.net = create_model(name, num_classes=n_classes, image_size=SIZE, num_frames=1, **extra)
+        self.net = create_model(name, num_classes=n_classes, image_size=SIZE, num_frames=1, **extra, **kwargs)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x.expand(-1, 3, -1, -1)[:, None])["logits"]
 
 
-def build(name: str, n_classes: int) -> nn.Module:
-    return plain_cnn(n_classes) if name == "plain" else ClipModel(name, n_classes)
+def build(spec: str, n_classes: int) -> nn.Module:
+    """"plain", a registered model's name, or `name:{json keyword arguments}`."""
+    if spec == "plain":
+        return plain_cnn(n_classes)
+    name, _, kwargs = spec.partition(":")
+    try:
+        return ClipModel(name, n_classes, **(json.loads(kwargs) if kwargs else {}))
+    except json.JSONDecodeError as err:
+        raise SystemExit(f"model {spec!r}: the keyword arguments after ':' are not JSON ({err})") from None
 
 
 def train_and_score(xtr: np.ndarray, ytr: np.ndarray, xte: np.ndarray, yte: np.ndarray, epochs: int,
@@ -131,6 +142,27 @@ def train_and_score(xtr: np.ndarray, ytr: np.ndarray, xte: np.ndarray, yte: np.n
             "params": sum(p.numel() for p in model.parameters())}
 
 
+def _cache_key(args: argparse.Namespace) -> str:
+    return json.dumps({"margins": args.margins, "train": args.train, "test": args.test})
+
+
+def _write_cache(path: Path, args: argparse.Namespace, tr: dict, ytr: np.ndarray, te: dict, yte: np.ndarray,
+                 fb_tr: int, fb_te: int) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.savez_compressed(path, key=_cache_key(args), ytr=ytr, yte=yte, fallbacks=np.array([fb_tr, fb_te]),
+                        **{f"tr/{k}": v for k, v in tr.items()}, **{f"te/{k}": v for k, v in te.items()})
+
+
+def _read_cache(path: Path, args: argparse.Namespace) -> tuple[dict, np.ndarray, dict, np.ndarray, int, int]:
+    with np.load(path) as z:
+        if str(z["key"]) != _cache_key(args):
+            raise SystemExit(f"{path} holds crops for {z['key']}, not {_cache_key(args)}: remove it or name another")
+        tr = {k[3:]: z[k] for k in z.files if k.startswith("tr/")}
+        te = {k[3:]: z[k] for k in z.files if k.startswith("te/")}
+        fb_tr, fb_te = (int(v) for v in z["fallbacks"])
+        return tr, z["ytr"], te, z["yte"], fb_tr, fb_te
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--ferplus", type=Path, required=True, help="the FERPlus layout (FER2013Train/, FER2013Test/)")
@@ -143,23 +175,31 @@ def main() -> None:
                     help="plain (the 1.2 M CNN here) and/or registered models, e.g. classemo_tiny cnn_gru_tiny")
     ap.add_argument("--variants", nargs="*", help="which crops to train on (raw and/or margins; default: all)")
     ap.add_argument("--out", type=Path, default=Path("runs/crop_margin.json"))
+    ap.add_argument("--cache", type=Path, help="an .npz of the crops: written on the first run, read after")
     args = ap.parse_args()
     torch.set_num_threads(2)
-    path = FacePath(FaceSettings(size=SIZE))
     t0 = time.perf_counter()
-    tr, ytr, fb_tr = load(args.ferplus, "FER2013Train", args.train, args.margins, path)
-    te, yte, fb_te = load(args.ferplus, "FER2013Test", args.test, args.margins, path)
+    if args.cache and args.cache.exists():
+        tr, ytr, te, yte, fb_tr, fb_te = _read_cache(args.cache, args)
+    else:
+        path = FacePath(FaceSettings(size=SIZE))
+        tr, ytr, fb_tr = load(args.ferplus, "FER2013Train", args.train, args.margins, path)
+        te, yte, fb_te = load(args.ferplus, "FER2013Test", args.test, args.margins, path)
+        if args.cache:
+            _write_cache(args.cache, args, tr, ytr, te, yte, fb_tr, fb_te)
     print(f"cropped {len(ytr)} train and {len(yte)} test faces in {time.perf_counter() - t0:.0f} s; "
           f"fell back to the whole image: {fb_tr} train, {fb_te} test", flush=True)
     results = {}
     for name in args.models:
-        for variant in args.variants or list(tr):
+        for variant in [v if v == "raw" else str(float(v)) for v in args.variants] if args.variants else list(tr):
             key = variant if args.models == ["plain"] else f"{name}/{variant}"
-            results[key] = r = train_and_score(tr[variant], ytr, te[variant], yte, args.epochs, args.seed, name)
+            results[key] = r = train_and_score(tr[variant], ytr, te[variant], yte, args.epochs, args.seed, name,
+                                                progress=True)
             print(f"{key:>5}: accuracy {r['accuracy']:.3f}  UAR {r['uar']:.3f}  ({r['train_s']:.0f} s, "
                   f"{r['params'] / 1e6:.2f} M parameters)", flush=True)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()}, "results": results}, indent=1))
+            args.out.parent.mkdir(parents=True, exist_ok=True)  # after each model: a cut-off run keeps its rows
+            args.out.write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()}, "results": results},
+                                           indent=1))
     cv2.imwrite(str(args.out.with_suffix(".png")), np.vstack([np.hstack(list(v[:16])) for v in tr.values()]))
 
 
