@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from classemo.config import ConfigError, JobConfig, merge, parse_override, read_yaml
+from classemo.config import ConfigError, JobConfig, apply_override, merge, parse_override, read_yaml
 
 
 @dataclass
@@ -79,7 +79,7 @@ def load_compare_config(path: str | Path | None = None, overrides: Sequence[str]
         if "compare" in parsed:
             compare = merge(compare, parsed["compare"])
         else:
-            data = merge(data, parsed)
+            data = apply_override(data, text)
     unknown = set(compare) - {"rows", "out_dir"}
     if unknown:
         raise ConfigError(f"unknown key(s) in compare: {sorted(unknown)}; expected rows, out_dir")

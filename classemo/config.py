@@ -6,6 +6,7 @@ Nothing here imports Ray: `jobs/train.py` unpacks these into Ray's own config ob
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import types
 import typing
@@ -281,6 +282,27 @@ def parse_override(text: str) -> dict[str, Any]:
     return out
 
 
+def apply_override(data: dict[str, Any], text: str) -> dict[str, Any]:
+    """`data` with one `key.path=value` override applied, as a new dict.
+
+    A section's mapping merges into the section (`merge`), but one key inside `model_kwargs`
+    (`unified.model_kwargs.stem_depth=[1,2,2]`) is set beside the file's other kwargs: the command line adds a kwarg
+    to the file's, while `unified.model_kwargs={...}` still replaces them whole.
+
+    Raises:
+        ConfigError: As `split_override`, or a path that runs through a value that is not a mapping.
+    """
+    key, value = split_override(text)
+    if "model_kwargs" not in _path_keys(key)[:-1]:
+        return merge(data, parse_override(text))
+    out = copy.deepcopy(data)
+    try:
+        set_path(out, key, value)
+    except (AttributeError, TypeError):
+        raise ConfigError(f"override {text!r}: {key} runs through a value that is not a mapping") from None
+    return out
+
+
 def read_yaml(path: str | Path, what: str = "config file") -> Any:
     """The parsed file, an empty one as `{}`; `what` names the file in the errors (the tune command's differs).
 
@@ -315,5 +337,5 @@ def load_config(path: str | Path | None = None, overrides: Sequence[str] = (),
             raise ConfigError(f"config file {Path(path)} must hold a mapping of sections, got {type(loaded).__name__}")
         data = merge(data, loaded)
     for text in overrides:
-        data = merge(data, parse_override(text))
+        data = apply_override(data, text)
     return JobConfig.from_dict(data)

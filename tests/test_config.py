@@ -28,6 +28,17 @@ def test_yaml_then_overrides_win_and_types_are_checked(tmp_path: Path) -> None:
     assert cfg.flat()["unified.epochs"] == 5
 
 
+def test_one_model_kwarg_on_the_command_line_keeps_the_files_others(tmp_path: Path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text("unified:\n  model_kwargs: {grayscale: true, embed_dim: 48}\n")
+    cfg = load_config(path, ["unified.model_kwargs.stem_depth=[1, 2, 2]", "unified.model_kwargs.embed_dim=64"])
+    assert cfg.unified.model_kwargs == {"grayscale": True, "embed_dim": 64, "stem_depth": [1, 2, 2]}
+    assert load_config(path, ["unified.model_kwargs={depth: 2}"]).unified.model_kwargs == {"depth": 2}  # whole
+    assert load_config(None, ["unified.model_kwargs.depth=2"]).unified.model_kwargs == {"depth": 2}
+    with pytest.raises(ConfigError, match="unified.model_kwargs.depth.x runs through a value that is not a mapping"):
+        load_config(path, ["unified.model_kwargs.depth=2", "unified.model_kwargs.depth.x=1"])
+
+
 @pytest.mark.parametrize("override, message", [
     ("unified.epoch=3", "unknown config key"),
     ("unified.epochs=three", "expected an integer"),
