@@ -13,6 +13,7 @@ image, as the converter does.
         --models plain classemo_tiny 'classemo_tiny:{"stem_depth": [1, 2, 2]}' --cache runs/ferplus_crops.npz
 
 A registered model takes keyword arguments as `name:{json}`. `--cache` keeps the crops, so a second run skips YuNet.
+`--cost-only` times each model's forward on 30 faces (no data, no training), for the speed budget of `analyze`.
 """
 
 from __future__ import annotations
@@ -138,16 +139,9 @@ def train_and_score(xtr: np.ndarray, ytr: np.ndarray, xte: np.ndarray, yte: np.n
     with torch.no_grad():
         pred = torch.cat([model(to_t(xte[i:i + 256])).argmax(1) for i in range(0, len(xte), 256)]).numpy()
         train_s = time.perf_counter() - t0
-        faces = to_t(xte[:30])  # a 30-face classroom frame: the forward's cost where analyze spends it
-        model(faces)
-        cost = []
-        for _ in range(9):
-            t1 = time.perf_counter()
-            model(faces)
-            cost.append(time.perf_counter() - t1)
     per_class = {names[c]: float((pred[yte == c] == c).mean()) for c in np.unique(yte)}
     return {"accuracy": float((pred == yte).mean()), "uar": float(np.mean(list(per_class.values()))),
-            "per_class": per_class, "train_s": train_s, "forward_30_faces_ms": 1000 * float(np.median(cost)),
+            "per_class": per_class, "train_s": train_s, "forward_30_faces_ms": forward_ms(model, to_t(xte[:30])),
             "params": sum(p.numel() for p in model.parameters())}
 
 
@@ -172,9 +166,21 @@ def _read_cache(path: Path, args: argparse.Namespace) -> tuple[dict, np.ndarray,
         return tr, z["ytr"], te, z["yte"], fb_tr, fb_te
 
 
+def forward_ms(model: nn.Module, faces: torch.Tensor, repeats: int = 9) -> float:
+    """Median milliseconds of one eval forward of `faces` (30 of them: a classroom frame, where analyze spends it)."""
+    model.eval()
+    times = []
+    with torch.no_grad():
+        for _ in range(repeats + 1):
+            t0 = time.perf_counter()
+            model(faces)
+            times.append(time.perf_counter() - t0)
+    return 1000 * float(np.median(times[1:]))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--ferplus", type=Path, required=True, help="the FERPlus layout (FER2013Train/, FER2013Test/)")
+    ap.add_argument("--ferplus", type=Path, help="the FERPlus layout (FER2013Train/, FER2013Test/)")
     ap.add_argument("--margins", type=float, nargs="+", default=[0.2, 0.1, 0.0, -0.1])
     ap.add_argument("--train", type=int, default=8000)
     ap.add_argument("--test", type=int, default=2000)
@@ -185,12 +191,23 @@ def main() -> None:
     ap.add_argument("--variants", nargs="*", help="which crops to train on (raw and/or margins; default: all)")
     ap.add_argument("--out", type=Path, default=Path("runs/crop_margin.json"))
     ap.add_argument("--cache", type=Path, help="an .npz of the crops: written on the first run, read after")
+    ap.add_argument("--cost-only", action="store_true",
+                    help="no data, no training: each model's parameters and forward time on 30 random faces")
     args = ap.parse_args()
     torch.set_num_threads(2)
+    if args.cost_only:
+        faces = torch.randn(30, 1, SIZE, SIZE, generator=torch.Generator().manual_seed(0))
+        for name in args.models:
+            model = build(name, len(PAPER_LABELS))
+            print(f"{name}: {sum(p.numel() for p in model.parameters()) / 1e6:.2f} M parameters, "
+                  f"{forward_ms(model, faces, repeats=21):.1f} ms for 30 faces (median of 21)", flush=True)
+        return
     t0 = time.perf_counter()
     if args.cache and args.cache.exists():
         tr, ytr, te, yte, fb_tr, fb_te = _read_cache(args.cache, args)
     else:
+        if args.ferplus is None:
+            raise SystemExit("--ferplus is required (the FERPlus folder), unless --cost-only or a --cache that exists")
         path = FacePath(FaceSettings(size=SIZE))
         tr, ytr, fb_tr = load(args.ferplus, "FER2013Train", args.train, args.margins, path)
         te, yte, fb_te = load(args.ferplus, "FER2013Test", args.test, args.margins, path)
