@@ -139,7 +139,7 @@ class MaxPool2x2(nn.Module):
 
 
 class ConvStem(nn.Sequential):
-    """Hybrid-ViT patch embedding: log2(patch) stages of `depth` 3x3 conv-norm-ReLU + 2x2 max-pool, then a 1x1 conv to E.
+    """Hybrid-ViT patch embedding: log2(patch) stages of `depth` 3x3 conv-norm-ReLUs + a 2x2 max-pool, then a 1x1 conv.
 
     The norm is BatchNorm, or GroupNorm (`norm="group"`) where a worker's batch holds few faces.
     """
