@@ -63,7 +63,6 @@ class ClassEmoNet(ClipModel):
         stem: str = "patch",
         stem_norm: str = "batch",
         stem_depth: int | Sequence[int] = 1,
-        stem_conv: str = "full",
         grayscale: bool = False,
     ) -> None:
         """Build the network.
@@ -99,8 +98,6 @@ class ClassEmoNet(ClipModel):
             stem_norm: normalisation of the conv stem, "batch" or "group" (no dependence on the per-worker batch).
             stem_depth: 3x3 convs per stage of the conv stem, one number or one per stage ((1, 2, 2): pairs below full
                 resolution, as the plain CNN floor's; see models/vit.py ConvStem).
-            stem_conv: "full", or "separable": the stem's convs after each stage's first are depthwise 3x3 +
-                pointwise 1x1, a fraction of the cost of full ones.
             grayscale: read every face as its luminance (in all three channels), inside the model, so that training,
                 evaluation, Serve and video analysis all see the same thing. For training data whose colour
                 carries the label (a folder of mostly grey photos in which some classes come in colour).
@@ -115,7 +112,7 @@ class ClassEmoNet(ClipModel):
             num_classes=num_classes, image_size=image_size, patch_size=patch_size, embed_dim=embed_dim,
             depth=depth, num_heads=num_heads, mlp_ratio=mlp_ratio, drop_path_rate=drop_path_rate, weights=vit_weights,
             pretrained=pretrained, pretrained_file=pretrained_file, stem=stem, stem_norm=stem_norm,
-            stem_depth=stem_depth, stem_conv=stem_conv,
+            stem_depth=stem_depth,
         )
         # Pretrained weights expect the normalisation they were trained with; it travels in the checkpoint.
         self.pretrained_cfg = self.backbone.pretrained_cfg  # None for random init

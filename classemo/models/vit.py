@@ -44,7 +44,6 @@ class ViTBackbone(nn.Module):
         stem: Literal["patch", "conv"] = "patch",
         stem_norm: Norm = "batch",
         stem_depth: int | Sequence[int] = 1,
-        stem_conv: Literal["full", "separable"] = "full",
     ) -> None:
         """Build the backbone.
 
@@ -68,8 +67,6 @@ class ViTBackbone(nn.Module):
             stem_norm: the conv stem's normalisation, "batch" or "group" (independent of the per-worker batch).
             stem_depth: the conv stem's 3x3 convs per stage, one number or one per stage (2: VGG-style pairs, as the
                 plain CNN floor's).
-            stem_conv: "full" 3x3 convs, or "separable": each stage's convs after its first are depthwise 3x3 +
-                pointwise 1x1 (`ConvStem`), for depth at a fraction of the cost.
         """
         super().__init__()
         if image_size % patch_size:
@@ -87,8 +84,7 @@ class ViTBackbone(nn.Module):
             global_pool="token",
         )
         if stem == "conv":
-            self.vit.patch_embed.proj = ConvStem(patch_size, embed_dim, norm=stem_norm, depth=stem_depth,
-                                                  conv=stem_conv)
+            self.vit.patch_embed.proj = ConvStem(patch_size, embed_dim, norm=stem_norm, depth=stem_depth)
         elif stem != "patch":
             raise ValueError(f"stem must be 'patch' or 'conv', got {stem!r}")
         self.head = nn.Linear(embed_dim, num_classes)
@@ -145,34 +141,25 @@ class MaxPool2x2(nn.Module):
 class ConvStem(nn.Sequential):
     """Hybrid-ViT patch embedding: log2(patch) stages of `depth` 3x3 conv-norm-ReLUs + a 2x2 max-pool, then a 1x1 conv.
 
-    The norm is BatchNorm, or GroupNorm (`norm="group"`) where a worker's batch holds few faces. With
-    `conv="separable"`, every conv of a stage after its first (the one that sets the stage's width) is a depthwise 3x3
-    then a pointwise 1x1 (MobileNet's factorisation): 9c + c^2 multiply-adds a pixel instead of 9c^2.
+    The norm is BatchNorm, or GroupNorm (`norm="group"`) where a worker's batch holds few faces.
     """
 
-    def __init__(self, patch_size: int, embed_dim: int, norm: Norm = "batch", depth: int | Sequence[int] = 1,
-                 conv: Literal["full", "separable"] = "full") -> None:
+    def __init__(self, patch_size: int, embed_dim: int, norm: Norm = "batch", depth: int | Sequence[int] = 1) -> None:
         steps = math.log2(patch_size)
         if patch_size < 2 or steps != int(steps):
             raise ValueError(f"the conv stem needs a power-of-two patch_size >= 2, got {patch_size}")
         depths = [depth] * int(steps) if isinstance(depth, int) else list(depth)
         if len(depths) != int(steps) or min(depths) < 1:
             raise ValueError(f"the conv stem needs {int(steps)} stages of at least one conv each, got depth={depth}")
-        if conv not in ("full", "separable"):
-            raise ValueError(f"the conv stem's convs are 'full' or 'separable', got {conv!r}")
         layers: list[nn.Module] = []
         channels = 3
         for i in range(int(steps)):
             # 32, 64, 128, ... capped at embed_dim: a small CNN's widths. Full-resolution 3x3 convs before each
             # pool are what let it learn local cues (lip corners, brows); strided 3x3 convs alone did not.
             out = min(32 * 2 ** i, max(embed_dim, 32))
-            for k in range(depths[i]):
-                if k and conv == "separable":
-                    layers += [nn.Conv2d(channels, channels, 3, padding=1, groups=channels, bias=False),
-                               nn.Conv2d(channels, out, 1, bias=False)]
-                else:
-                    layers.append(nn.Conv2d(channels, out, 3, padding=1, bias=False))
-                layers += [norm_layer(norm, out), nn.ReLU(inplace=True)]
+            for _ in range(depths[i]):
+                layers += [nn.Conv2d(channels, out, 3, padding=1, bias=False), norm_layer(norm, out),
+                           nn.ReLU(inplace=True)]
                 channels = out
             layers.append(MaxPool2x2())
         layers.append(nn.Conv2d(channels, embed_dim, 1))

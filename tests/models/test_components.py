@@ -209,25 +209,6 @@ def test_conv_stem_depth_adds_convs_per_stage_on_the_same_grid(depth: int | tupl
         _tiny_vit(patch_size=4, stem="conv", stem_depth=0)
 
 
-def test_separable_stem_factorises_the_convs_after_each_stages_first() -> None:
-    full = _tiny_vit(patch_size=4, stem="conv", stem_depth=2).eval()
-    sep = _tiny_vit(patch_size=4, stem="conv", stem_depth=2, stem_conv="separable").eval()
-    convs = lambda m: [c for c in m.vit.patch_embed.proj if isinstance(c, torch.nn.Conv2d)]  # noqa: E731
-    # Per stage: the full 3x3 that sets the width, then a depthwise 3x3 (one group per channel) and a pointwise 1x1.
-    shapes = [(c.kernel_size, c.groups > 1) for c in convs(sep)]
-    assert shapes == [((3, 3), False), ((3, 3), True), ((1, 1), False)] * 2 + [((1, 1), False)]
-    assert all(c.groups == c.in_channels == c.out_channels for c in convs(sep) if c.groups > 1)
-    stem_params = lambda m: sum(p.numel() for p in m.vit.patch_embed.proj.parameters())  # noqa: E731
-    assert stem_params(sep) < stem_params(full)
-    x = torch.randn(2, 3, 16, 16)
-    assert sep(x)[0].shape == full(x)[0].shape
-    sep.train()
-    sep.head(sep(x)[1]).sum().backward()
-    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in sep.vit.patch_embed.proj.parameters())
-    with pytest.raises(ValueError, match="'full' or 'separable'"):
-        _tiny_vit(patch_size=4, stem="conv", stem_conv="grouped")
-
-
 @pytest.mark.parametrize("shape", [(2, 5, 16, 16), (1, 3, 7, 9), (3, 1, 2, 3)])
 def test_fast_max_pool_equals_torch_max_pool(shape: tuple[int, ...]) -> None:
     x = torch.randn(*shape, requires_grad=True)
