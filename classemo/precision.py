@@ -131,6 +131,31 @@ def cast_for_inference(model: nn.Module, device: torch.device, dtype: torch.dtyp
     return model
 
 
+def fold_batchnorm(model: nn.Module) -> nn.Module:
+    """An eval-mode copy of `model` with each BatchNorm that directly follows a conv in an `nn.Sequential` folded into
+    that conv's weights and bias: the same function (to float rounding) with one pass over the activations fewer.
+
+    At inference a BatchNorm is a fixed per-channel scale and shift, which the conv before it can absorb. In the conv
+    stems at full face resolution those passes are a measurable share of the forward (docs/performance.md). `model`
+    itself is left as it is (its state dict still loads into a fresh model); with nothing to fold, `model` is returned.
+    """
+    from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+    def pairs(m: nn.Module) -> list[tuple[nn.Sequential, int]]:
+        return [(seq, i) for seq in m.modules() if isinstance(seq, nn.Sequential) for i in range(len(seq) - 1)
+                if isinstance(seq[i], nn.Conv2d) and isinstance(seq[i + 1], nn.BatchNorm2d)
+                and seq[i + 1].track_running_stats]
+
+    if not pairs(model):
+        return model
+    folded = copy.deepcopy(model).eval()
+    with torch.no_grad():
+        for seq, i in pairs(folded):
+            seq[i] = fuse_conv_bn_eval(seq[i], seq[i + 1])
+            seq[i + 1] = nn.Identity()
+    return folded
+
+
 __all__ = [
     "CALIBRATION_MIN_SPEEDUP",
     "DTYPE_NAMES",
@@ -138,6 +163,7 @@ __all__ = [
     "calibrate_cpu_dtype",
     "cast_for_inference",
     "cpu_supports_bf16",
+    "fold_batchnorm",
     "inference_dtype",
     "resolve_dtype",
 ]

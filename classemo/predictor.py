@@ -25,7 +25,7 @@ from classemo.data.transforms import FrameError, frames_to_tensor, pad_clips, va
 from classemo.faces import FaceBox, FacePath, FaceSettings, as_bgr, largest_face
 from classemo.labels import LabelSet
 from classemo.model_source import load_model_source
-from classemo.precision import cast_for_inference, inference_dtype
+from classemo.precision import cast_for_inference, fold_batchnorm, inference_dtype
 from classemo.preprocessing import Preprocessing
 
 Clip = Sequence[np.ndarray] | np.ndarray
@@ -110,8 +110,12 @@ class Predictor:
         module = getattr(model, "module", model)
         self.dtype, self.dtype_calibration = inference_dtype(dtype, self.device, module)
         self.model = cast_for_inference(module, self.device, self.dtype)
+        # The spatial stream runs with its BatchNorms folded into the convs before them (folded in the weights' own
+        # precision, then cast); `self.model` keeps the checkpoint's layers for callers that read its state dict.
+        folded = fold_batchnorm(module)
+        spatial = self.model if folded is module else cast_for_inference(folded, self.device, self.dtype)
         self.compiled = compile
-        self._forward_spatial = torch.compile(self.model.forward_spatial) if compile else self.model.forward_spatial
+        self._forward_spatial = torch.compile(spatial.forward_spatial) if compile else spatial.forward_spatial
         self.num_frames = int(self.model.num_frames)
         if int(self.model.num_classes) != len(self.labels):
             raise CheckpointError(f"the model has {self.model.num_classes} classes but the config lists "

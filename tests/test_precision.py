@@ -13,7 +13,7 @@ from classemo.checkpoint import checkpoint_config
 from classemo.data.transforms import frames_to_tensor, pad_clips
 from classemo.labels import LabelSet
 from classemo.models import create_model
-from classemo.precision import CALIBRATION_MIN_SPEEDUP, cpu_supports_bf16, resolve_dtype
+from classemo.precision import CALIBRATION_MIN_SPEEDUP, cpu_supports_bf16, fold_batchnorm, resolve_dtype
 from classemo.predictor import ClipPrediction, Predictor
 
 LABELS = LabelSet(("happy", "sad", "anger", "neutral"))
@@ -128,3 +128,26 @@ def test_auto_dtype_follows_the_cpu_flags_and_a_timing(tmp_path) -> None:
         resolve_dtype("half-ish", cpu)
     with pytest.raises(ValueError, match="floating-point"):
         Predictor(model, checkpoint_config(model, labels=LABELS), device="cpu", dtype=torch.int8)
+
+
+def test_folded_batchnorm_computes_the_same_spatial_features_and_leaves_the_model_as_it_was() -> None:
+    torch.manual_seed(0)
+    model = create_model("classemo_tiny", num_classes=7, image_size=32, num_frames=2, stem_depth=[1, 2],
+                         embed_dim=32, depth=1, num_heads=2, num_clusters=4, temporal_depth=1, temporal_heads=2,
+                         patch_size=4)
+    for m in model.modules():  # running statistics as training leaves them, not BatchNorm's identity at init
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-1, 1), m.running_var.uniform_(0.5, 2), m.weight.data.uniform_(0.5, 2)
+    model.eval()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    folded = fold_batchnorm(model)
+    stem = list(folded.backbone.vit.patch_embed.proj)
+    assert folded is not model and not any(isinstance(m, torch.nn.BatchNorm2d) for m in stem)
+    assert sum(isinstance(m, torch.nn.BatchNorm2d) for m in model.backbone.vit.patch_embed.proj) == 3
+    x = torch.randn(5, 3, 32, 32)
+    with torch.inference_mode():
+        want, got = model.forward_spatial(x)["features"], folded.forward_spatial(x)["features"]
+    assert torch.allclose(got, want, atol=1e-4, rtol=1e-4), (got - want).abs().max()
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
+    no_bn = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.ReLU())
+    assert fold_batchnorm(no_bn) is no_bn
