@@ -39,7 +39,11 @@ def main() -> None:
     plain._forward_spatial = plain.model.forward_spatial  # the checkpoint's layers, BatchNorms as trained
     rng = np.random.default_rng(0)
     crops = [rng.integers(0, 256, (112, 112, 3), dtype=np.uint8) for _ in range(max(args.faces))]
-    print(f"{args.model}: {sum(isinstance(m, torch.nn.BatchNorm2d) for m in plain.model.modules())} BatchNorms, "
+    def count(module: torch.nn.Module) -> int:
+        return sum(isinstance(m, torch.nn.BatchNorm2d) for m in module.modules())
+
+    left = count(folded._forward_spatial.__self__)  # the folded copy the predictor runs
+    print(f"{args.model}: {count(plain.model)} BatchNorms, {count(plain.model) - left} folded, "
           f"torch {torch.__version__}, {torch.get_num_threads()} threads, float32")
     print("| faces | run | unfolded ms | folded ms | speed-up | max abs diff |\n|---|---|---|---|---|---|")
     for n in args.faces:
