@@ -2,13 +2,15 @@
 
 `config.json` holds at least `{"model": {"name": <registry name>, "kwargs": {...}}}`; the unified model's
 checkpoints (`save_model_checkpoint`) also hold `labels` (with polarity) and `preprocessing` (the
-`classemo.preprocessing.Preprocessing` block: image_size, mean, std, num_frames, face settings).
+`classemo.preprocessing.Preprocessing` block: image_size, mean, std, num_frames, face settings) and, once the
+training job has fitted it, `calibration` (`classemo.calibration.fit_calibration`: the softmax temperature).
 Only `Predictor` (and the StarGAN augmenter for generator checkpoints) should call `load_checkpoint`.
 """
 
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -39,9 +41,12 @@ def save_checkpoint(model: nn.Module, config: dict[str, Any], directory: str | P
     module = getattr(model, "module", model)  # unwrap DDP
     state = {k: v.detach().cpu() for k, v in module.state_dict().items()}
     torch.save(state, directory / MODEL_FILE)
-    config = {**config, "classemo_version": __version__}
-    (directory / CONFIG_FILE).write_text(json.dumps(config, indent=2, sort_keys=True, default=str))
+    _write_config(directory, {**config, "classemo_version": __version__})
     return directory
+
+
+def _write_config(directory: Path, config: Mapping[str, Any]) -> None:
+    (directory / CONFIG_FILE).write_text(json.dumps(config, indent=2, sort_keys=True, default=str))
 
 
 def read_config(directory: str | Path) -> dict[str, Any]:
@@ -72,6 +77,36 @@ def load_checkpoint(directory: str | Path, map_location: str | torch.device = "c
             f"unexpected {list(unexpected)[:5]}"
         )
     return model.eval(), config
+
+
+def write_calibration(directory: str | Path, calibration: Mapping[str, Any]) -> None:
+    """Record a fitted calibration (`classemo.calibration.fit_calibration`) in a checkpoint's `config.json`."""
+    directory = Path(directory)
+    config = read_config(directory)
+    config["calibration"] = dict(calibration)
+    calibration_temperature(config)  # never write one that Predictor would refuse
+    _write_config(directory, config)
+
+
+def calibration_temperature(config: Mapping[str, Any]) -> float:
+    """The softmax temperature of a checkpoint config's `calibration` block; 1.0 (uncalibrated) without one.
+
+    Raises:
+        CheckpointError: A calibration of another method, or a temperature that is not a finite positive number.
+    """
+    calibration = config.get("calibration")
+    if not calibration:
+        return 1.0
+    if not isinstance(calibration, Mapping) or calibration.get("method") != "temperature":
+        raise CheckpointError(f"unknown calibration {calibration!r}: expected method 'temperature'")
+    value = calibration.get("temperature")
+    try:
+        temperature = float(value)
+    except (TypeError, ValueError):
+        temperature = math.nan
+    if not (math.isfinite(temperature) and temperature > 0):
+        raise CheckpointError(f"calibration temperature must be a finite number > 0, got {value!r}")
+    return temperature
 
 
 def checkpoint_config(

@@ -1,11 +1,12 @@
-"""The paper's reported metrics: overall and per-class accuracy, UAR/WAR, confusion matrix, RMSE and CCC of V/A.
+"""The paper's reported metrics: overall and per-class accuracy, UAR/WAR, confusion matrix, RMSE and CCC of V/A,
+and the expected calibration error (ECE) of the class probabilities (`classemo.calibration`).
 
 V/A metrics count only clips whose V/A is annotated; clips whose V/A was derived from the label (datasets without
 V/A) are reported separately under `derived_*` keys, because a model can score well on them just by classifying.
 
-`MetricAccumulator` keeps per-sample predictions as flat arrays. They are small (a few numbers per clip), they
-concatenate across batches and across distributed workers, and every metric is then computed once by torchmetrics
-on the whole set, so nothing is averaged over batches.
+`MetricAccumulator` keeps per-sample predictions as flat arrays. They are small (a few numbers per clip, the C class
+probabilities among them), they concatenate across batches and across distributed workers, and every metric is then
+computed once by torchmetrics on the whole set, so nothing is averaged over batches.
 """
 
 from __future__ import annotations
@@ -18,10 +19,13 @@ import numpy as np
 import torch
 from torchmetrics.functional.classification import multiclass_confusion_matrix
 from torchmetrics.functional.regression import concordance_corrcoef, mean_squared_error
+from torchmetrics.utilities.compute import normalize_logits_if_needed
+
+from classemo.calibration import expected_calibration_error
 
 VA_NAMES: tuple[str, str] = ("valence", "arousal")
 VA_SOURCES: tuple[str, ...] = ("annotated", "derived", "none")
-STATE_KEYS: tuple[str, ...] = ("pred", "target", "va_pred", "va_true", "va_source")
+STATE_KEYS: tuple[str, ...] = ("pred", "target", "probs", "va_pred", "va_true", "va_source")
 
 
 def classification_metrics(pred: torch.Tensor, target: torch.Tensor, num_classes: int) -> dict[str, Any]:
@@ -104,7 +108,8 @@ class MetricAccumulator:
         """Add one batch.
 
         Args:
-            scores: `(B, C)` logits or probabilities, or `(B,)` predicted class indices.
+            scores: `(B, C)` logits or probabilities (torchmetrics' rule: a batch with a value outside [0, 1] is
+                softmaxed), or `(B,)` predicted class indices, which give no probabilities and so no ECE.
             target: `(B,)` true class indices.
             va_pred: `(B, 2)` predicted (valence, arousal).
             va_true: `(B, 2)` true (valence, arousal); NaN where missing.
@@ -122,6 +127,9 @@ class MetricAccumulator:
         if b and (target_arr.min() < 0 or target_arr.max() >= self.num_classes):
             raise ValueError(f"target labels must lie in [0, {self.num_classes}), got {sorted(set(target_arr))}")
 
+        probs = np.full((b, self.num_classes), np.nan, np.float32)  # NaN rows: no probabilities, left out of ECE
+        if scores.ndim == 2:
+            probs = normalize_logits_if_needed(scores.float(), "softmax").numpy()
         va_p = np.full((b, 2), np.nan, np.float32)
         va_t = np.full((b, 2), np.nan, np.float32)
         if va_pred is not None and va_true is not None:
@@ -137,15 +145,17 @@ class MetricAccumulator:
                 raise ValueError(f"va_source needs {b} values from {VA_SOURCES}, got {list(source)[:5]}...")
         self._parts["pred"].append(pred.numpy().astype(np.int64))
         self._parts["target"].append(target_arr)
+        self._parts["probs"].append(probs.astype(np.float32))
         self._parts["va_pred"].append(va_p.astype(np.float32))
         self._parts["va_true"].append(va_t.astype(np.float32))
         self._parts["va_source"].append(np.array([VA_SOURCES.index(s) for s in source], dtype=np.int8))
 
     def state(self) -> dict[str, np.ndarray]:
         """The accumulated arrays (`va_source` as indices into VA_SOURCES); concatenate them to merge workers."""
-        empty = {"pred": (0,), "target": (0,), "va_pred": (0, 2), "va_true": (0, 2), "va_source": (0,)}
-        dtypes = {"pred": np.int64, "target": np.int64, "va_pred": np.float32, "va_true": np.float32,
-                  "va_source": np.int8}
+        empty = {"pred": (0,), "target": (0,), "probs": (0, self.num_classes), "va_pred": (0, 2), "va_true": (0, 2),
+                 "va_source": (0,)}
+        dtypes = {"pred": np.int64, "target": np.int64, "probs": np.float32, "va_pred": np.float32,
+                  "va_true": np.float32, "va_source": np.int8}
         return {
             k: np.concatenate(p) if p else np.zeros(empty[k], dtypes[k]) for k, p in self._parts.items()
         }
@@ -165,7 +175,8 @@ class MetricAccumulator:
 
         Returns:
             `num_samples`, `accuracy`, `war`, `uar`, `per_class_accuracy` (label -> float, NaN when the class is
-            absent), `confusion_matrix` (C, C); for annotated V/A `valence_rmse`, `valence_ccc`, `arousal_rmse`,
+            absent), `confusion_matrix` (C, C), `ece` (top-label, 15 bins, over the samples given with probabilities;
+            NaN when none were); for annotated V/A `valence_rmse`, `valence_ccc`, `arousal_rmse`,
             `arousal_ccc`, `va_count`; the same for derived V/A with the prefix `derived_`.
         """
         s = self.state()
@@ -175,6 +186,8 @@ class MetricAccumulator:
         cls = classification_metrics(torch.from_numpy(s["pred"]), torch.from_numpy(s["target"]), self.num_classes)
         out.update(cls)
         out["per_class_accuracy"] = dict(zip(self.labels, (float(v) for v in cls["per_class_accuracy"])))
+        scored = ~np.isnan(s["probs"]).any(axis=1)
+        out["ece"] = expected_calibration_error(s["probs"][scored], s["target"][scored]) if scored.any() else math.nan
 
         for prefix, source in (("", "annotated"), ("derived_", "derived")):
             rows = s["va_source"] == VA_SOURCES.index(source)

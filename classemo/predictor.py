@@ -8,6 +8,10 @@ the same transforms as in training (`classemo.data.transforms`), with the size, 
 Precision (`classemo.precision`): `dtype="auto"` (the default) runs the spatial stream, which holds almost all of
 the FLOPs, in bfloat16 where the hardware has it natively and it measures faster; the temporal encoder and the
 clip/frame heads always run in float32.
+
+Calibration: a checkpoint whose config holds a fitted `calibration` (`classemo.calibration`) has its clip and frame
+logits divided by that temperature before the softmax, here and only here, so every caller reads calibrated
+probabilities; the arg-max label is the same.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from classemo.checkpoint import CheckpointError
+from classemo.checkpoint import CheckpointError, calibration_temperature
 from classemo.data.transforms import FrameError, frames_to_tensor, pad_clips, validate_frames
 from classemo.faces import FaceBox, FacePath, FaceSettings, as_bgr, largest_face
 from classemo.labels import LabelSet
@@ -42,6 +46,7 @@ class ClipPrediction:
     frame_probs: np.ndarray  # (T, C) per-frame class probabilities
     frame_valence: np.ndarray  # (T,)
     frame_arousal: np.ndarray  # (T,)
+    logits: np.ndarray  # (C,) the clip's logits before the temperature: what `classemo.calibration` fits T on
 
     def to_dict(self, labels: Sequence[str] | None = None) -> dict[str, Any]:
         """JSON-ready form; with `labels`, `probs` becomes a label -> probability mapping."""
@@ -92,7 +97,8 @@ class Predictor:
                 shape compiles for 30-90 s, so it is for long-running services and batch jobs, off by default.
 
         Raises:
-            CheckpointError: For a config that is not a unified model's, or whose labels or preprocessing do not fit.
+            CheckpointError: For a config that is not a unified model's, or whose labels, preprocessing or
+                calibration temperature do not fit.
         """
         if "labels" not in config or "preprocessing" not in config:
             raise CheckpointError("not a unified-model checkpoint: its config has no 'labels' / 'preprocessing'")
@@ -103,6 +109,7 @@ class Predictor:
         except (TypeError, ValueError) as e:  # PreprocessingError names the key; TypeError: not a mapping
             raise CheckpointError(f"invalid checkpoint preprocessing: {e}") from None
         self.config = dict(config)
+        self.temperature = calibration_temperature(config)  # softmax(logits / T); 1.0: uncalibrated
         self.label_set = LabelSet.from_list(config["labels"])
         self.labels: list[str] = list(self.label_set.names)
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -164,9 +171,11 @@ class Predictor:
     # -- inference ---------------------------------------------------------------------------------------------
 
     def _predictions(self, out: Mapping[str, torch.Tensor], lengths: Sequence[int]) -> list[ClipPrediction]:
-        probs = out["logits"].float().softmax(-1).cpu().numpy()  # (B, C)
+        logits = out["logits"].float()  # (B, C), before the temperature
+        probs = (logits / self.temperature).softmax(-1).cpu().numpy()
+        frame_probs = (out["frame_logits"].float() / self.temperature).softmax(-1).cpu().numpy()  # (B, T, C)
+        logits = logits.cpu().numpy()
         va = out["va"].float().cpu().numpy()  # (B, 2)
-        frame_probs = out["frame_logits"].float().softmax(-1).cpu().numpy()  # (B, T, C)
         frame_va = out["frame_va"].float().cpu().numpy()  # (B, T, 2)
         return [
             ClipPrediction(
@@ -177,6 +186,7 @@ class Predictor:
                 frame_probs=frame_probs[b, :t],
                 frame_valence=frame_va[b, :t, 0],
                 frame_arousal=frame_va[b, :t, 1],
+                logits=logits[b],
             )
             for b, t in enumerate(lengths)
         ]

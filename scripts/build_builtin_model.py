@@ -15,7 +15,10 @@ Training (`python jobs/train.py`, Ray Train, MLflow):
 6. stage 2, `configs/builtin.yaml`: from stage 1 (`unified.init_from`) on the merged data, so the temporal encoder and
    the valence/arousal head learn sequences while real faces stay in every batch: the built-in model;
 7. the plain-CNN floor (bench/plain_cnn_floor.py): a plain CNN of about the model's size (1.47 M parameters, in one
-   process, its own recipe) on stage 1's crops for stage 1's epochs.
+   process, its own recipe) on stage 1's crops for stage 1's epochs;
+8. calibration (scripts/calibrate_builtin.py): the model's softmax temperature, refitted on FER+ valid alone (stage 2's
+   job fitted one on the merged valid split, cartoon sequences included; the model reads real faces), with ECE before
+   and after on FER+ valid and test.
 Measurement, in the same run: FER+ test (majority labels, duplicates dropped) for both stages, the plain CNN and the
 HOG + linear-SVM floor on the same crops; faces-muxspace's and the synthetic test splits; the four labelled stills of
 tests/fixtures/media (a sanity check: never training input). With `--install`, the checkpoint goes to
@@ -110,6 +113,13 @@ def stills(model: Path) -> dict:
     return out
 
 
+def stills_summary(stills: dict) -> str:
+    """The card's line on the labelled stills: how many it reads right, and each one's label and probability."""
+    text = ", ".join(f"{name} ({s['expected']}) -> {s['predicted']} ({s.get('prob', 0):.2f})"
+                     for name, s in stills.items())
+    return f"**{sum(s['correct'] for s in stills.values())} of 4**: {text}"
+
+
 def scores(model: Path, data: Path) -> dict:
     """Test-split figures of a checkpoint (`classemo.evaluate.evaluate_dataset`, the path `classemo evaluate` takes)."""
     from classemo.evaluate import evaluate_dataset
@@ -123,6 +133,8 @@ def scores(model: Path, data: Path) -> dict:
 def render_card(metrics: dict, checkpoint: Path, work: Path) -> str:
     """MODEL_CARD.md from scripts/builtin_model_card.md and the figures just measured."""
     import torch
+
+    from calibrate_builtin import card_paragraph
 
     config = json.loads((checkpoint / "config.json").read_text())
     state = torch.load(checkpoint / "model.pt", map_location="cpu", weights_only=True)
@@ -145,8 +157,6 @@ def render_card(metrics: dict, checkpoint: Path, work: Path) -> str:
 
     targets = "; ".join(f"{name} {value:.3f} ({'met' if value >= want else 'not met'})" for name, value, want in
                         (("accuracy", fer["accuracy"], 0.88), ("UAR", fer["uar"], 0.70)))
-    still_text = ", ".join(f"{name} ({s['expected']}) -> {s['predicted']} ({s.get('prob', 0):.2f})"
-                           for name, s in metrics["stills"].items())
     correct = sum(s["correct"] for s in metrics["stills"].values())
     recipe = metrics["recipe"]
     fill = {
@@ -170,8 +180,9 @@ def render_card(metrics: dict, checkpoint: Path, work: Path) -> str:
         "synth_n": synth["num_samples"], "synth_acc": f"{synth['accuracy']:.3f}", "synth_uar": f"{synth['uar']:.3f}",
         "synth_vccc": f"{synth.get('valence_ccc', float('nan')):.2f}",
         "synth_accc": f"{synth.get('arousal_ccc', float('nan')):.2f}",
-        "stills": f"**{correct} of 4**: {still_text}",
+        "stills": stills_summary(metrics["stills"]),
         "targets": f"{targets}; stills {correct} of 4 ({'met' if correct == 4 else 'not met'})",
+        "calibration": card_paragraph(metrics["calibration"]) if "calibration" in metrics else "",
     }
     return (ROOT / "scripts" / "builtin_model_card.md").read_text().format(**fill)
 
@@ -206,6 +217,7 @@ def main() -> None:
     ap.add_argument("overrides", nargs="*", help="extra key=value overrides for both stages' jobs/train.py")
     args = ap.parse_args()
 
+    from calibrate_builtin import calibrate
     from classemo.config import load_config
     from hog_floor import hog_floor
     from plain_cnn_floor import plain_cnn_floor
@@ -239,6 +251,7 @@ def main() -> None:
         cnn_scores = json.loads(cnn_record.read_text())
         minutes["plain_cnn"] = cnn_scores["minutes"]
     size = load_config(args.stage1_config, args.overrides).data.image_size
+    calibration = calibrate(model, paths["ferplus"])  # before the figures: the stills' probabilities are calibrated
     metrics = {"recipe": {"stage1": [args.stage1_config, *args.overrides], "stage2": [args.config, *args.overrides],
                           "stage1_epochs": epochs[0], "stage2_epochs": epochs[1], "plain_cnn_epochs": cnn_epochs,
                           "plain_cnn": "bench/plain_cnn_floor.py", "margin": args.margin, "seed": args.seed,
@@ -249,7 +262,7 @@ def main() -> None:
                "hog_floor_ferplus_test": hog_floor(str(paths["ferplus"]), size=size),
                "real_faces_test": scores(model, paths["muxspace"]),
                "hog_floor_real_faces_test": hog_floor(str(paths["muxspace"])),
-               "synthetic_test": scores(model, paths["synth"]), "stills": stills(model)}
+               "synthetic_test": scores(model, paths["synth"]), "stills": stills(model), "calibration": calibration}
     metrics["recipe"]["build_minutes"] = round((time.time() - started) / 60 + reused, 1)
     print(json.dumps(metrics, indent=2, default=float))
     (work / "metrics.json").write_text(json.dumps(metrics, indent=2, default=float) + "\n")

@@ -39,6 +39,14 @@ def test_the_package_ships_the_model_with_its_card_and_licences():
     cnn = metrics["plain_cnn_ferplus_test"]  # empty when the build ran with --no-floors, and the card says so
     assert (f"{cnn['accuracy']:.3f}" in card and f"{cnn['uar']:.3f}" in card) if cnn else "not measured" in card
     assert metrics["ferplus_test"]["num_samples"] > 3000  # the whole FER+ test split, not a slice
+    # Its temperature was fitted on FER+ valid (scripts/calibrate_builtin.py): the card quotes the test ECE before and
+    # after, the config holds that temperature, and calibrating changed no accuracy.
+    cal = metrics["calibration"]
+    assert f"{cal['test']['ece_before']:.3f} -> **{cal['test']['ece_after']:.3f}**" in card
+    assert cal["test"]["ece_after"] < cal["test"]["ece_before"] and cal["test"]["num_samples"] == 3034
+    assert cal["test"]["accuracy"] == metrics["ferplus_test"]["accuracy"]
+    config = json.loads((folder / "config.json").read_text())
+    assert config["calibration"]["temperature"] == pytest.approx(cal["temperature"], abs=1e-4)
     # FER+ images carry no licence grant: the card says so, and that the weights inherit it.
     assert "no licence grant" in card and "scripts/build_builtin_model.py" in card
 
@@ -48,6 +56,7 @@ def test_loads_by_name_with_its_provenance(builtin):
     assert builtin.labels == ["fear", "anger", "disgust", "happy", "sad", "positive", "neutral"]
     assert builtin.num_frames > 1  # it reads video windows, not only stills
     assert builtin.face_settings.detector == "yunet" and builtin.face_settings.align
+    assert builtin.temperature == builtin.config["calibration"]["temperature"] != 1.0  # calibrated probabilities
 
 
 def test_predict_image_returns_every_face_largest_first(builtin):

@@ -3,11 +3,13 @@ model's."""
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from classemo.checkpoint import save_model_checkpoint
 from classemo.evaluate import evaluate_dataset
@@ -90,3 +92,35 @@ def test_the_command_logs_the_split_it_scored(tiny_dataset: Path, tmp_path: Path
     assert [(t.key, t.value) for t in di.tags] == [("mlflow.data.context", "val")]
     assert di.dataset.digest == split_digest(inspect_dataset(str(tiny_dataset)), "val")
     assert json.loads(di.dataset.source) == {"uri": str(tiny_dataset)} and "val_accuracy" in run.data.metrics
+    assert "val_ece" in run.data.metrics and "             ece: " in res.output
+
+
+def test_calibrate_checkpoint_fits_the_split_and_the_predictor_applies_it(tiny_dataset: Path,
+                                                                          tmp_path: Path) -> None:
+    """The temperature is fitted on the split's clip logits through `Predictor`, written into config.json, and then
+    read back: the same accuracy, the split's ECE as recorded."""
+    from classemo.calibration import expected_calibration_error, fit_temperature
+    from classemo.evaluate import calibrate_checkpoint, split_logits
+
+    ckpt = _checkpoint(tmp_path / "m", FaceSettings(size=32))
+    before = evaluate_dataset(str(ckpt), str(tiny_dataset), split="val", device="cpu")
+    logits, targets = split_logits(Predictor.from_checkpoint(ckpt, device="cpu"), str(tiny_dataset), "val")
+    record = calibrate_checkpoint(ckpt, str(tiny_dataset), split="val", device="cpu")
+    assert record["fitted_on"] == "val" and record["num_clips"] == len(targets) == before["num_samples"]
+    assert record["temperature"] == pytest.approx(fit_temperature(logits, targets))
+    assert record["ece_before"] == pytest.approx(before["ece"], abs=1e-5)
+    assert json.loads((ckpt / "config.json").read_text())["calibration"] == record
+    after = evaluate_dataset(str(ckpt), str(tiny_dataset), split="val", device="cpu")
+    assert Predictor.from_checkpoint(ckpt).temperature == record["temperature"]
+    assert after["accuracy"] == before["accuracy"] and after["uar"] == before["uar"]
+    assert after["ece"] == pytest.approx(record["ece_after"], abs=1e-5)
+    probs = torch.from_numpy(logits / record["temperature"]).softmax(-1)
+    assert after["ece"] == pytest.approx(expected_calibration_error(probs, targets), abs=1e-5)
+    # Refitting starts from the model's own logits, not the calibrated ones: the same temperature.
+    assert calibrate_checkpoint(ckpt, str(tiny_dataset), split="val", device="cpu") == pytest.approx(record)
+    # A dataset without validation clips: nothing to fit on, the job keeps T = 1.
+    manifest = json.loads((tiny_dataset / "manifest.json").read_text())
+    manifest["counts"]["val"] = 0
+    (tmp_path / "no-val").mkdir()
+    (tmp_path / "no-val" / "manifest.json").write_text(json.dumps(manifest))
+    assert calibrate_checkpoint(ckpt, str(tmp_path / "no-val"), split="val") is None

@@ -60,6 +60,8 @@ def test_accumulator_va_over_annotated_only_and_derived_separately() -> None:
     m = acc.compute()
 
     assert m["num_samples"] == 8 and m["accuracy"] == pytest.approx(0.75)
+    # Every clip's confidence is softmax([3, 0, 0, 0])[0] = e^3 / (e^3 + 3), one bin, 6 of 8 right.
+    assert m["ece"] == pytest.approx(abs(math.exp(3) / (math.exp(3) + 3) - 0.75), rel=1e-5)
     assert m["uar"] == pytest.approx(7 / 9)
     assert m["per_class_accuracy"]["neutral"] == pytest.approx(1.0) and math.isnan(m["per_class_accuracy"]["sad"])
 
@@ -84,6 +86,7 @@ def test_accumulator_without_va_and_bad_input() -> None:
     acc.update(torch.tensor([0, 2, 1]), [0, 2, 2])
     m = acc.compute()
     assert m["accuracy"] == pytest.approx(2 / 3) and m["va_count"] == 0 and math.isnan(m["valence_ccc"])
+    assert math.isnan(m["ece"]) and "ece" not in scalar_metrics(m)  # class indices carry no probabilities
     assert set(m["per_class_accuracy"]) == {"0", "1", "2"}
     with pytest.raises(ValueError, match="no samples"):
         MetricAccumulator(3).compute()

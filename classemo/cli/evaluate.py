@@ -21,7 +21,7 @@ def evaluate_command(
     out: Path = typer.Option(Path("ablation.png"), "--out", help="where --ablation writes the bar chart"),
     log: bool = typer.Option(True, "--log/--no-log", help="log metrics and plots to an MLflow run"),
 ) -> None:
-    """Score a model on a dataset split; print and log accuracy, per-class accuracy, V/A RMSE and CCC."""
+    """Score a model on a dataset split; print and log accuracy, per-class accuracy, ECE, V/A RMSE and CCC."""
     from classemo.checkpoint import CheckpointError
     from classemo.data.format import DatasetFormatError
 

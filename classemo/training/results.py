@@ -1,5 +1,6 @@
-"""What the training job's driver does with a finished stage: gate the generator, log the StarGAN grid, evaluate,
-log and register the unified model, and print the summary.
+"""What the training job's driver does with a finished stage: gate the generator, log the StarGAN grid, calibrate
+(the softmax temperature, fitted on the validation split), evaluate, log and register the unified model, and print
+the summary.
 
 Plain MLflow and library code, no Ray: a stage's outcome is a `StageResult` (a checkpoint directory, its metrics and
 history, the MLflow child run), which `jobs/train.py` builds from Ray Train's `Result`.
@@ -29,17 +30,26 @@ class StageResult:
 
 
 def finish_unified(cfg: JobConfig, info: DatasetInfo, stage: StageResult) -> dict[str, Any]:
-    """Test-set evaluation, plots, model logging, registration and the champion alias (driver side)."""
+    """Calibration, test-set evaluation, plots, model logging, registration and the champion alias (driver side).
+
+    The best checkpoint's temperature is fitted on the validation split's clip logits and written into its
+    `config.json` before anything reads it, so the test metrics (ECE among them), the exported and the registered
+    model all carry calibrated probabilities. Without validation clips it stays uncalibrated (T = 1).
+    """
     import mlflow
 
     from classemo.data.dataset import first_clip_frames, split_id
-    from classemo.evaluate import evaluate_dataset, log_evaluation
+    from classemo.evaluate import calibrate_checkpoint, evaluate_dataset, log_evaluation
     from classemo.mlflow_model import log_model, publish_model
     from classemo.plots import plot_learning_curves
 
     model_dir = str(Path(stage.checkpoint_dir) / "model")
+    calibration = calibrate_checkpoint(model_dir, cfg.data.root, split="val")
+    if calibration is None:
+        print("[classemo] no validation clips to fit the softmax temperature on: probabilities stay uncalibrated "
+              "(T = 1)", flush=True)
     test = evaluate_dataset(model_dir, cfg.data.root, split="test")
-    out: dict[str, Any] = {"test": test, "checkpoint": model_dir}
+    out: dict[str, Any] = {"test": test, "checkpoint": model_dir, "calibration": calibration}
     if cfg.run.export_model:
         shutil.copytree(model_dir, cfg.run.export_model, dirs_exist_ok=True)
         out["checkpoint"] = cfg.run.export_model
@@ -47,6 +57,10 @@ def finish_unified(cfg: JobConfig, info: DatasetInfo, stage: StageResult) -> dic
         return out
     with mlflow.start_run(run_id=stage.run_id, nested=True):
         log_evaluation(test, labels=list(test["per_class_accuracy"]), prefix="test_")
+        if calibration is not None:
+            mlflow.log_metrics({"calibration_temperature": calibration["temperature"],
+                                "valid_ece_before": calibration["ece_before"],
+                                "valid_ece_after": calibration["ece_after"]})
         curves = {k: [h.get(k, float("nan")) for h in stage.history]
                   for k in ("train_loss", "val_accuracy", "val_uar")}
         with tempfile.TemporaryDirectory() as tmp:
@@ -113,6 +127,10 @@ def print_summary(out: dict[str, Any]) -> None:
 
     if "test" in out:
         print(format_metrics(out["test"], title="test split"))
+    if out.get("calibration"):
+        c = out["calibration"]
+        print(f"calibration: temperature {c['temperature']:.3f} fitted on {c['fitted_on']} ({c['num_clips']} clips), "
+              f"ECE there {c['ece_before']:.4f} -> {c['ece_after']:.4f}")
     if "promotion" in out:
         p = out["promotion"]
         print(f"registered {out.get('registered_name', 'classemo')} v{p.version}; "

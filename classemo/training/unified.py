@@ -151,6 +151,7 @@ def evaluate_batches(model: nn.Module, batches: Iterable[Mapping[str, Tensor]], 
         with autocast_context(device, bf16):
             out = model(frames, mask)
         source = [VA_SOURCES[int(i)] for i in batch["va_source"]] if "va_source" in batch else None
-        acc.update(out["logits"].float(), batch["label"], va_pred=out["va"].float(), va_true=batch["va"],
+        # Probabilities, not logits: the accumulator would read a batch of logits that all lie in [0, 1] as ones.
+        acc.update(out["logits"].float().softmax(-1), batch["label"], va_pred=out["va"].float(), va_true=batch["va"],
                    va_source=source)
     return acc

@@ -33,6 +33,8 @@ def test_both_stages_ddp_mlflow_registry_and_champion(ray_cluster, mlflow_uri: s
     assert json.loads((gen / "config.json").read_text())["kind"] == "stargan"
     model_dir = Path(out["checkpoint"])
     assert (model_dir / "model.pt").is_file() and (model_dir / "config.json").is_file()
+    calibration = json.loads((model_dir / "config.json").read_text())["calibration"]  # fitted on val, then tested
+    assert calibration["fitted_on"] == "val" and calibration["temperature"] > 0 and 0 <= out["test"]["ece"] <= 1
     assert [h["epoch"] for h in out["unified"].history] == [0, 1, 2, 3]
     assert 0.0 <= out["test"]["accuracy"] <= 1.0 and out["test"]["num_samples"] > 0
     # No worker churn: Ray worker processes started on the node, logged per epoch, are flat once the pools have
@@ -54,7 +56,8 @@ def test_both_stages_ddp_mlflow_registry_and_champion(ray_cluster, mlflow_uri: s
     assert unified.data.params["scaling.num_workers"] == "2"
     steps = [m.step for m in client.get_metric_history(unified.info.run_id, "val_accuracy")]
     assert steps == [0, 1, 2, 3]
-    assert "test_accuracy" in unified.data.metrics
+    assert {"test_accuracy", "test_ece", "calibration_temperature", "valid_ece_before",
+            "valid_ece_after"} <= set(unified.data.metrics)
     artifacts = {a.path for a in client.list_artifacts(unified.info.run_id)}
     assert {"test_confusion_matrix.png", "test_per_class.png", "learning_curves.png", "config.yaml"} <= artifacts
     gan_artifacts = {a.path for a in client.list_artifacts(by_stage["stargan"].info.run_id)}
