@@ -1,9 +1,15 @@
-"""Classroom analytics (the paper's Tables 3 and 4) from per-window class probabilities and valence/arousal.
+"""Classroom analytics (the paper's Tables 3 and 4) from per-window readings, attention and valence/arousal.
 
 The paper names these measures but gives no formulas; ours are in docs/analytics.md. Every score is a convex
 combination of quantities in [0, 1], so it is bounded in [0, 1] by construction. Inputs per timeline row (one
-track, one window): class probabilities p (sum 1), valence V and arousal A in [-1, 1], and the label polarity from
-the model's LabelSet, giving the positive, negative and neutral masses P+, P-, P0 = sum of p over each polarity.
+track, one window): calibrated class probabilities p (sum 1), valence V and arousal A in [-1, 1], the label polarity
+from the model's LabelSet, and from the face path whether the face could be read and where it looked.
+
+Each readable row gets one reading: the polarity (positive, negative, neutral) of its most likely class when that
+class is at least `min_confidence` likely, else neutral. A hesitant model spreads its mass over the four negative
+classes, so summing masses called a doubtful neutral face "negative"; a reading counts it as what it most likely is.
+The emotion measures are shares of readable time in each reading; unreadable rows (looking down, turned away, too
+small or blurred) stay in the timeline, flagged, and are left out of them.
 """
 
 from __future__ import annotations
@@ -17,14 +23,16 @@ import pandas as pd
 from classemo.labels import LabelSet
 
 PROB_PREFIX = "p_"
+ATTENTION_KEYS = ("front", "down", "away")  # shares of the windows whose pose could be told
 
 
 @dataclass(frozen=True)
 class AnalyticsConfig:
     """Weights and thresholds of the classroom measures (docs/analytics.md explains each)."""
 
-    activity_expr_weight: float = 0.5  # teacher activity: weight of expressiveness (1 - P0) vs arousal
-    va_weight: float = 0.3  # student positive/negative activity: weight of the valence sign vs class polarity
+    activity_expr_weight: float = 0.5  # facial activity: weight of expressiveness (share not neutral) vs arousal
+    min_confidence: float = 0.5  # a reading below this calibrated top-class probability counts as neutral ...
+    down_min_confidence: float = 0.8  # ... and below this for a face looking down (a bowed head reads as sad)
     classroom_pos_weight: float = 0.5  # classroom activity: positive mass counts fully ...
     classroom_neg_weight: float = 0.25  # ... negative mass half (engaged but struggling) ...
     classroom_arousal_weight: float = 0.25  # ... and arousal supplies the rest; the three sum to 1
@@ -44,7 +52,7 @@ class AnalyticsConfig:
                                                self.eff_balance_weight))):
             if any(w < 0 for w in group) or not math.isclose(sum(group), 1.0, abs_tol=1e-6):
                 raise ValueError(f"{name} weights must be >= 0 and sum to 1 (keeps the score in [0, 1]), got {group}")
-        for name in ("activity_expr_weight", "va_weight"):
+        for name in ("activity_expr_weight", "min_confidence", "down_min_confidence"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
         if not self.excellent >= self.good >= self.average:
@@ -53,12 +61,26 @@ class AnalyticsConfig:
             raise ValueError("evaluation thresholds must satisfy active >= normal")
 
 
-def polarity_masses(probs: np.ndarray, label_set: LabelSet) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """P+, P-, P0 of (N, C) probabilities: the probability mass of positive, negative and neutral labels, each (N,)."""
-    pol = np.array([label_set.polarity[n] for n in label_set.names])
+def readings(probs: np.ndarray, label_set: LabelSet, cfg: AnalyticsConfig,
+             attention: np.ndarray | None = None) -> np.ndarray:
+    """(N,) "positive", "negative" or "neutral" per row of (N, C) probabilities: the top class's polarity where its
+    probability is at least `cfg.min_confidence` (`cfg.down_min_confidence` for rows whose `attention` is "down"),
+    else neutral: a hesitant reading is not a quarter of each class."""
     probs = np.asarray(probs, dtype=float).reshape(-1, len(label_set))
-    pos, neg, neu = (probs[:, pol == k].sum(axis=1) for k in ("positive", "negative", "neutral"))
-    return pos, neg, neu
+    if not len(probs):
+        return np.zeros(0, dtype="<U8")
+    pol = np.array([label_set.polarity[n] for n in label_set.names])
+    need = np.full(len(probs), cfg.min_confidence)
+    if attention is not None:
+        need[np.asarray(attention) == "down"] = cfg.down_min_confidence
+    return np.where(probs.max(axis=1) >= need, pol[probs.argmax(axis=1)], "neutral")
+
+
+def readable_mask(df: pd.DataFrame) -> np.ndarray:
+    """(N,) bool: rows whose face could be read. Timelines written before readability existed read as all readable."""
+    if "readable" not in df:
+        return np.ones(len(df), dtype=bool)
+    return df["readable"].to_numpy(dtype=bool)
 
 
 def _unit(x: np.ndarray) -> np.ndarray:
@@ -67,20 +89,21 @@ def _unit(x: np.ndarray) -> np.ndarray:
 
 
 def row_scores(probs: np.ndarray, valence: np.ndarray, arousal: np.ndarray, label_set: LabelSet,
-               cfg: AnalyticsConfig) -> dict[str, np.ndarray]:
-    """Per-row scores in [0, 1]: facial activity, positive activity, negative activity and classroom activity."""
-    pos, neg, neu = polarity_masses(probs, label_set)
-    v = np.clip(np.asarray(valence, dtype=float), -1, 1)
+               cfg: AnalyticsConfig, attention: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    """Per-row scores in [0, 1] of readable rows: facial activity, positive and negative reading (0 or 1; their means
+    are shares of readable time), neutral reading and classroom activity."""
+    reading = readings(probs, label_set, cfg, attention)
+    pos, neg = (reading == "positive").astype(float), (reading == "negative").astype(float)
+    neu = (reading == "neutral").astype(float)
     a01 = _unit(arousal)
-    w, lam = cfg.activity_expr_weight, cfg.va_weight
+    w = cfg.activity_expr_weight
     return {
         "activity": w * (1.0 - neu) + (1 - w) * a01,
-        "positive": (1 - lam) * pos + lam * np.clip(v, 0, 1),
-        "negative": (1 - lam) * neg + lam * np.clip(-v, 0, 1),
+        "positive": pos,
+        "negative": neg,
+        "neutral": neu,
         "classroom": cfg.classroom_pos_weight * pos + cfg.classroom_neg_weight * neg
         + cfg.classroom_arousal_weight * a01,
-        "pos_mass": pos,
-        "neg_mass": neg,
     }
 
 
@@ -120,31 +143,47 @@ def segment_metrics(df: pd.DataFrame, label_set: LabelSet, cfg: AnalyticsConfig)
     """
     out: dict = {"num_rows": int(len(df)), "teacher": None, "students": {}}
     if len(df) == 0:
-        out.update(teacher_activity=None, student_positive=None, student_negative=None, classroom_activity=None,
-                   effectiveness=None, rating=None, teacher_evaluation=None, student_evaluation=None,
-                   classroom_evaluation=None)
+        out.update(teacher_activity=None, student_positive=None, student_negative=None, student_neutral=None,
+                   classroom_activity=None, effectiveness=None, rating=None, teacher_evaluation=None,
+                   student_evaluation=None, classroom_evaluation=None, readable_share=None,
+                   attention=dict.fromkeys(ATTENTION_KEYS))
         return out
     probs = df[[f"{PROB_PREFIX}{n}" for n in label_set.names]].to_numpy(float)
-    s = row_scores(probs, df["valence"].to_numpy(), df["arousal"].to_numpy(), label_set, cfg)
+    attention = df["attention"].to_numpy(str) if "attention" in df else np.full(len(df), "unknown")
+    s = row_scores(probs, df["valence"].to_numpy(), df["arousal"].to_numpy(), label_set, cfg, attention)
+    readable = readable_mask(df)
     tracks = df["track"].to_numpy()
     roles = df["role"].to_numpy()
     teacher_mask = roles == "teacher"
-    teacher_activity = _mean(s["activity"][teacher_mask])
+    teacher_activity = _mean(s["activity"][teacher_mask & readable])
     if teacher_mask.any():
         out["teacher"] = int(tracks[teacher_mask][0])
     per_student = {}
     for tid in sorted(set(tracks[~teacher_mask].tolist())):
         m = tracks == tid
-        per_student[int(tid)] = {k: float(np.mean(s[k][m])) for k in ("activity", "positive", "negative",
-                                                                        "classroom", "pos_mass", "neg_mass")}
+        r = m & readable
+        seen = m & (attention != "unknown")
+        per_student[int(tid)] = {
+            **{k: (float(np.mean(s[k][r])) if r.any() else None)
+               for k in ("activity", "positive", "negative", "neutral", "classroom")},
+            "readable": float(r.sum() / m.sum()),
+            "attention": {k: (float(np.mean(attention[seen] == k)) if seen.any() else None) for k in ATTENTION_KEYS},
+        }
     out["students"] = {str(k): {"positive_activity": v["positive"], "negative_activity": v["negative"],
-                                "facial_activity": v["activity"]} for k, v in per_student.items()}
+                                "neutral_share": v["neutral"], "facial_activity": v["activity"],
+                                "readable_share": v["readable"], "attention": v["attention"]}
+                       for k, v in per_student.items()}
     stu = list(per_student.values())
-    student_pos = _mean(np.array([v["positive"] for v in stu]))
-    student_neg = _mean(np.array([v["negative"] for v in stu]))
-    student_act = _mean(np.array([v["activity"] for v in stu]))
-    classroom = _mean(np.array([v["classroom"] for v in stu]))
-    balance = _mean(np.array([(v["pos_mass"] - v["neg_mass"] + 1) / 2 for v in stu]))
+    read = [v for v in stu if v["positive"] is not None]  # students with at least one readable window
+
+    def over(values: list[dict], key: str) -> float | None:
+        return _mean(np.array([v[key] for v in values], dtype=float))
+
+    student_pos, student_neg, student_neu = over(read, "positive"), over(read, "negative"), over(read, "neutral")
+    student_act, classroom = over(read, "activity"), over(read, "classroom")
+    balance = _mean(np.array([(v["positive"] - v["negative"] + 1) / 2 for v in read]))
+    class_attention = {k: _mean(np.array([v["attention"][k] for v in stu if v["attention"][k] is not None]))
+                       for k in ATTENTION_KEYS}
     # A lesson filmed without the teacher in view still gets a rating from the students alone: the teacher term's
     # weight is moved to the classroom term rather than scoring the missing teacher as 0.
     if classroom is None:
@@ -159,12 +198,15 @@ def segment_metrics(df: pd.DataFrame, label_set: LabelSet, cfg: AnalyticsConfig)
         teacher_activity=teacher_activity,
         student_positive=student_pos,
         student_negative=student_neg,
+        student_neutral=student_neu,
         classroom_activity=classroom,
         effectiveness=effectiveness,
         rating=effectiveness_rating(effectiveness, cfg),
         teacher_evaluation=evaluation(teacher_activity, cfg),
         student_evaluation=evaluation(student_act, cfg),
         classroom_evaluation=evaluation(classroom, cfg),
+        readable_share=over(stu, "readable"),
+        attention=class_attention,
     )
     return out
 

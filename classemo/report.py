@@ -29,6 +29,7 @@ th { background: #f2f2f2; } td.l, th.l { text-align: left; }
 .reading { background: #f5f9ff; border-left: 4px solid #4a7bd0; padding: 0.6em 1em; }
 .empty { background: #fff6e5; border-left: 4px solid #d09a4a; padding: 0.6em 1em; }
 .note { color: #666; font-size: 0.88em; } img { max-width: 100%; }
+.headline { font-size: 1.25em; font-weight: 600; margin: 0.8em 0; }
 """
 
 
@@ -101,12 +102,14 @@ def activity_plot(timeline: pd.DataFrame, summary: dict, label_set: LabelSet) ->
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from classemo.analytics import AnalyticsConfig, row_scores
+    from classemo.analytics import AnalyticsConfig, readable_mask, row_scores
 
     cfg = AnalyticsConfig(**summary["config"])
     fig, ax = plt.subplots(figsize=(11, 3.2))
+    timeline = timeline[readable_mask(timeline)]
     probs = timeline[[f"{PROB_PREFIX}{n}" for n in label_set.names]].to_numpy(float)
-    s = row_scores(probs, timeline["valence"].to_numpy(), timeline["arousal"].to_numpy(), label_set, cfg)
+    s = row_scores(probs, timeline["valence"].to_numpy(), timeline["arousal"].to_numpy(), label_set, cfg,
+                   timeline["attention"].to_numpy(str) if "attention" in timeline else None)
     df = pd.DataFrame({"time": timeline["time"].round(1), "role": timeline["role"], "classroom": s["classroom"],
                        "activity": s["activity"]})
     stu = df[df["role"] == "student"].groupby("time")["classroom"].mean()
@@ -158,21 +161,52 @@ def table4(summary: dict) -> str:
     return _table(header, rows)
 
 
+def _pct(x: float) -> str:
+    return f"{100 * x:.0f}%"
+
+
+def headline(summary: dict) -> str:
+    """The students' lesson in one line, as a person watching it would put it: the dominant reading of their faces,
+    the share positive and negative, and where they looked ("Mostly neutral; positive (smiling) 6% of the time,
+    negative 2%; looking down 41%, turned away 5%")."""
+    o = summary["overall"]
+    parts = []
+    shares = {k: o.get(f"student_{k}") for k in ("neutral", "positive", "negative")}
+    if shares["neutral"] is not None:
+        top = max(shares, key=shares.get)  # type: ignore[arg-type]
+        tone = f"mostly {top}" if shares[top] >= 0.5 else "mixed"
+        parts.append(f"{tone.capitalize()}; positive (smiling) {_pct(shares['positive'])} of the time, "
+                     f"negative {_pct(shares['negative'])}")
+    else:
+        parts.append("No student's expression could be read")
+    att = o.get("attention") or {}
+    if att.get("front") is not None:
+        parts.append(f"looking down {_pct(att['down'])}, turned away {_pct(att['away'])}")
+    return "; ".join(parts) + "."
+
+
 def reading(summary: dict) -> str:
     """A few plain sentences for the teacher, from the overall and per-segment measures."""
     o = summary["overall"]
     n_students = len(o["students"])
     parts = [f"{n_students} student{'s' if n_students != 1 else ''} "
              f"{'and the teacher were' if o['teacher'] is not None else 'were'} followed through the video."]
+    if o.get("readable_share") is not None:
+        parts.append(f"Their faces could be read {_pct(o['readable_share'])} of the time; the rest of the time they "
+                     "looked down, turned away, or were too small or blurred to read, and those moments are left "
+                     "out of the emotion measures (the attention figures still count them).")
+    if o.get("student_neutral") is not None:
+        parts.append(f"When their faces could be read, students looked neutral {_pct(o['student_neutral'])} of the "
+                     f"time, positive (smiling) {_pct(o['student_positive'])} and negative "
+                     f"{_pct(o['student_negative'])}.")
+    att = o.get("attention") or {}
+    if att.get("front") is not None:
+        parts.append(f"They faced the front {_pct(att['front'])} of the time, looked down (desk, notes or a phone) "
+                     f"{_pct(att['down'])} and were turned away {_pct(att['away'])}.")
     if o["classroom_activity"] is not None:
         parts.append(f"Overall the class was <b>{o['classroom_evaluation'].lower()}</b> emotionally "
                      f"(classroom activity {o['classroom_activity']:.2f} on a 0–1 scale), and the lesson's "
                      f"teaching effectiveness reads as <b>{o['rating']}</b>.")
-        if o["student_positive"] is not None and o["student_negative"] is not None:
-            tone = ("mostly positive" if o["student_positive"] > o["student_negative"] + 0.1 else
-                    "mostly negative" if o["student_negative"] > o["student_positive"] + 0.1 else "mixed")
-            parts.append(f"Students' expressions were {tone} (positive {o['student_positive']:.2f}, "
-                         f"negative {o['student_negative']:.2f}).")
     if o["teacher_activity"] is not None:
         parts.append(f"The teacher's facial activity was {o['teacher_activity']:.2f} "
                      f"({o['teacher_evaluation'].lower()}).")
@@ -182,9 +216,54 @@ def reading(summary: dict) -> str:
         lo = min(segs, key=lambda s: s["classroom_activity"])
         parts.append(f"The class was most engaged in {_seg_label(hi)} and least in {_seg_label(lo)}; "
                      f"those may be the moments to revisit.")
-    parts.append("These are estimates from facial expressions only: a quiet face is not a bored mind. "
-                 "Use them as a prompt for reflection, not as a grade.")
+    parts.append("These are estimates from faces only: a quiet face is not a bored mind, and looking down is often "
+                 "writing. Use them as a prompt for reflection, not as a grade.")
     return " ".join(parts)
+
+
+def attention_table(summary: dict) -> str:
+    """Per student and for the class: where they looked, and how much of the time their faces could be read."""
+    o = summary["overall"]
+
+    def cells(name: str, v: dict, read: float | None) -> list[object]:
+        att = v.get("attention") or {}
+        return [name, *[None if att.get(k) is None else _pct(att[k]) for k in ("front", "down", "away")],
+                None if read is None else _pct(read)]
+
+    rows = [cells(f"Student #{tid}", st, st.get("readable_share"))
+            for tid, st in sorted(o["students"].items(), key=lambda kv: int(kv[0]))]
+    rows.append(cells("class", o, o.get("readable_share")))
+    return _table(["", "facing the front", "looking down", "turned away", "face readable"], rows)
+
+
+def attention_plot(summary: dict) -> str:
+    """One bar per student (and the class): the share of time facing the front, looking down and turned away."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    o = summary["overall"]
+    names, values = [], []
+    for tid, st in sorted(o["students"].items(), key=lambda kv: int(kv[0]))[:MAX_PEOPLE_PLOTTED]:
+        if (st.get("attention") or {}).get("front") is not None:
+            names.append(f"Student #{tid}")
+            values.append([st["attention"][k] for k in ("front", "down", "away")])
+    if (o.get("attention") or {}).get("front") is not None:
+        names.append("class")
+        values.append([o["attention"][k] for k in ("front", "down", "away")])
+    fig, ax = plt.subplots(figsize=(8, 0.45 * len(names) + 1.0))
+    left = np.zeros(len(names))
+    for k, (label, colour) in enumerate((("facing the front", "#4a7bd0"), ("looking down", "#e0a030"),
+                                         ("turned away", "#999999"))):
+        v = np.array([row[k] for row in values])
+        ax.barh(names, v, left=left, color=colour, label=label)
+        left += v
+    ax.set_xlim(0, 1)
+    ax.invert_yaxis()
+    ax.set_xlabel("share of the time the face was seen")
+    ax.legend(fontsize=8, ncol=3, loc="lower left", bbox_to_anchor=(0, 1.0))
+    return _fig_to_img(fig, "attention per student")
 
 
 def write_report(path: str | Path, timeline: pd.DataFrame, summary: dict, label_set: LabelSet) -> Path:
@@ -205,7 +284,10 @@ def write_report(path: str | Path, timeline: pd.DataFrame, summary: dict, label_
                     "that faces are visible and at least ~4% of the frame height, or try the haar-profile or YuNet "
                     "detector.</div>")
     else:
+        body.append(f'<p class="headline">{html.escape(headline(summary))}</p>')
         body.append(f'<h2>Reading for the teacher</h2><div class="reading">{reading(summary)}</div>')
+        if (summary["overall"].get("attention") or {}).get("front") is not None:
+            body.append("<h2>Where the students looked</h2>" + attention_plot(summary) + attention_table(summary))
         body.append("<h2>Classroom activity over time</h2>" + activity_plot(timeline, summary, label_set))
         body.append("<h2>Table 3: facial activity</h2>" + table3(summary))
         body.append("<h2>Table 4: teaching effectiveness and emotional evaluation</h2>" + table4(summary))

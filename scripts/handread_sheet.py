@@ -19,6 +19,7 @@ import cv2
 import numpy as np
 
 from classemo.faces.detectors import YuNetDetector
+from classemo.video.decode import read_frame
 
 MEDIA = Path(__file__).resolve().parents[1] / "tests" / "fixtures" / "media"
 
@@ -34,22 +35,6 @@ SAMPLES: list[tuple[str, list[float] | None]] = [
     ("0-f1-su-ph.jpg", None),
     ("45-m7-di-ph.jpg", None),
 ]
-
-
-def read_frame(path: Path, time_s: float | None) -> np.ndarray:
-    """The frame at `time_s` (the nearest earlier frame), or the still itself."""
-    if time_s is None:
-        image = cv2.imread(str(path))
-        if image is None:
-            raise ValueError(f"cannot read {path}")
-        return image
-    cap = cv2.VideoCapture(str(path))
-    cap.set(cv2.CAP_PROP_POS_FRAMES, int(round(time_s * cap.get(cv2.CAP_PROP_FPS))))
-    ok, frame = cap.read()
-    cap.release()
-    if not ok:
-        raise ValueError(f"cannot read {path} at {time_s} s")
-    return frame
 
 
 def context_crop(frame: np.ndarray, box: tuple[int, int, int, int], side: int = 160) -> np.ndarray:

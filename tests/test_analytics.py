@@ -6,8 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from classemo.analytics import (PROB_PREFIX, AnalyticsConfig, effectiveness_rating, evaluation, polarity_masses,
-                                row_scores, segment_bounds, summarize)
+from classemo.analytics import (PROB_PREFIX, AnalyticsConfig, effectiveness_rating, evaluation, readings, row_scores,
+                                segment_bounds, summarize)
 from classemo.labels import LabelSet
 
 LS = LabelSet.paper()  # fear anger disgust happy sad positive neutral
@@ -42,14 +42,30 @@ def lesson(student_label: str, v: float, a: float, teacher_label: str = "happy")
     return timeline(people)
 
 
-def test_polarity_masses_follow_the_label_set() -> None:
-    pos, neg, neu = polarity_masses(np.stack([onehot("happy", 1.0), onehot("sad", 1.0), onehot("neutral", 1.0)]), LS)
-    np.testing.assert_allclose(pos, [1, 0, 0])
-    np.testing.assert_allclose(neg, [0, 1, 0])
-    np.testing.assert_allclose(neu, [0, 0, 1])
+def test_readings_follow_the_label_set_and_the_confidence() -> None:
+    cfg = AnalyticsConfig(min_confidence=0.5)
+    probs = np.stack([onehot("happy", 0.9), onehot("sad", 0.9), onehot("neutral", 0.9), onehot("sad", 0.4)])
+    assert readings(probs, LS, cfg).tolist() == ["positive", "negative", "neutral", "neutral"]
     custom = LabelSet(("engaged", "bored"))
-    pos, neg, neu = polarity_masses(np.array([[0.3, 0.7]]), custom)
-    assert pos[0] == pytest.approx(0.3) and neg[0] == pytest.approx(0.7) and neu[0] == 0
+    assert readings(np.array([[0.3, 0.7]]), custom, cfg).tolist() == ["negative"]
+
+
+def test_a_hesitant_spread_reads_neutral_not_negative() -> None:
+    # The classroom failure: mass spread over the four negative classes summed to "negative 0.35" on neutral faces.
+    spread = np.array([[0.08, 0.06, 0.03, 0.09, 0.26, 0.05, 0.43]])  # fear anger disgust happy sad positive neutral
+    s = row_scores(spread, np.array([-0.1]), np.array([0.0]), LS, AnalyticsConfig())
+    assert s["negative"][0] == 0 and s["neutral"][0] == 1
+
+
+def test_unreadable_rows_stay_out_of_the_emotion_measures() -> None:
+    tl = timeline({1: ("student", "happy", 0.7, 0.6), 2: ("student", "sad", -0.6, 0.0)})
+    tl["readable"] = tl["track"] == 1  # student 2 bowed over the desk all lesson: read as sad, but unreadable
+    tl["attention"] = np.where(tl["track"] == 1, "front", "down")
+    o = summarize(tl, LS, duration_s=120)["overall"]
+    assert o["student_negative"] == 0 and o["student_positive"] == 1
+    assert o["students"]["2"]["positive_activity"] is None and o["students"]["2"]["readable_share"] == 0
+    assert o["readable_share"] == pytest.approx(0.5)
+    assert o["attention"] == {"front": 0.5, "down": 0.5, "away": 0.0}
 
 
 def test_scores_are_bounded_for_any_input() -> None:
@@ -58,7 +74,7 @@ def test_scores_are_bounded_for_any_input() -> None:
     # Extreme V/A, including values a hair outside [-1, 1] as a tanh head can give after float error.
     va = rng.uniform(-1.001, 1.001, size=(2000, 2))
     va[:4] = [[-1, -1], [1, 1], [-1, 1], [1, -1]]
-    for cfg in (AnalyticsConfig(), AnalyticsConfig(activity_expr_weight=1.0, va_weight=0.0, classroom_pos_weight=1.0,
+    for cfg in (AnalyticsConfig(), AnalyticsConfig(activity_expr_weight=1.0, min_confidence=0.0, classroom_pos_weight=1.0,
                                                    classroom_neg_weight=0.0, classroom_arousal_weight=0.0)):
         s = row_scores(probs, va[:, 0], va[:, 1], LS, cfg)
         for k, v in s.items():
@@ -77,8 +93,9 @@ def test_classroom_activity_orders_lively_difficult_dull() -> None:
     dull = summarize(lesson("neutral", 0.0, -0.4), LS, duration_s=120)["overall"]
     assert lively["classroom_activity"] > difficult["classroom_activity"] > dull["classroom_activity"]
     assert lively["classroom_activity"] > confused["classroom_activity"] > dull["classroom_activity"]
-    assert lively["student_positive"] > dull["student_positive"] > difficult["student_positive"]
-    assert difficult["student_negative"] > dull["student_negative"] > lively["student_negative"]
+    assert lively["student_positive"] > dull["student_positive"] >= difficult["student_positive"]
+    assert difficult["student_negative"] > dull["student_negative"] >= lively["student_negative"]
+    assert dull["student_neutral"] > lively["student_neutral"]
     assert lively["effectiveness"] > difficult["effectiveness"]
     assert lively["effectiveness"] > dull["effectiveness"]
     assert lively["rating"] in ("Excellent", "Good") and dull["rating"] in ("Average", "Poor")

@@ -39,6 +39,7 @@ def analyze_command(
     from classemo.predictor import Predictor
     from classemo.video.decode import VideoError
     from classemo.video.pipeline import analyze_video
+    from classemo.report import headline
 
     try:
         predictor = Predictor.from_checkpoint(model)
@@ -59,6 +60,7 @@ def analyze_command(
     else:
         o = res.summary["overall"]
         ca = "n/a" if o["classroom_activity"] is None else f"{o['classroom_activity']:.2f}"
+        typer.echo(headline(res.summary))
         typer.echo(f"{len(res.tracks)} person(s) tracked, {len(res.dropped)} short track(s) dropped; "
                    f"classroom activity {ca}; teaching effectiveness {o['rating'] or 'n/a'}")
     typer.echo(f"wrote {res.timeline_path}, {res.summary_path}, {res.report_path}")

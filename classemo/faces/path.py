@@ -140,6 +140,7 @@ class FacePath:
             detector = make_detector(s.detector, **(yunet if s.detector == "yunet" else {}))
         self.detector = detector
         self.too_small = 0  # faces skipped for being under min_face, over this path's life
+        self._pose: Any = None  # the landmark net and solvePnP, built on the first `describe`
 
     def detect(self, frame_bgr: np.ndarray) -> list[FaceBox]:
         """Faces of at least `min_face` px, largest first.
@@ -163,6 +164,23 @@ class FacePath:
         if s.align and usable_landmarks(box.landmarks):
             return align_face(frame, box.landmarks, margin=s.margin, size=s.size), True  # type: ignore[arg-type]
         return crop_face(frame, box, margin=s.margin, size=s.size), False
+
+    def describe(self, frame_bgr: np.ndarray, boxes: list[FaceBox]) -> np.ndarray:
+        """(N, 5) per face: detector score, head yaw, pitch and roll in degrees, and sharpness
+        (`classemo.faces.reading.FACE_COLUMNS`); NaN where a value cannot be told, never an exception."""
+        from classemo.faces.pose import PoseReader
+        from classemo.faces.reading import FACE_COLUMNS, face_sharpness
+
+        out = np.full((len(boxes), len(FACE_COLUMNS)), np.nan)
+        if not boxes:
+            return out
+        frame = as_bgr(frame_bgr)
+        if self._pose is None:
+            self._pose = PoseReader()
+        out[:, 0] = [b.score for b in boxes]
+        out[:, 1:4] = self._pose(frame, boxes)
+        out[:, 4] = [face_sharpness(frame, (b.x, b.y, b.w, b.h)) for b in boxes]
+        return out
 
     def faces(self, frame_bgr: np.ndarray) -> list[Face]:
         """Detect and crop every face of a frame, largest first."""

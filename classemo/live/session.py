@@ -30,9 +30,12 @@ if TYPE_CHECKING:
 
 
 def live_roles(tracker: Tracker, observer: FaceObserver, frame_size: tuple[int, int],
-               teacher: str | int | None) -> dict[int, str]:
+               teacher: str | int | None, *, roles_after_s: float = 0.0) -> dict[int, str]:
     """`assign_roles` over the tracks seen so far that are long enough to keep (the teacher may change as the
-    lesson goes on and the evidence grows)."""
+    lesson goes on and the evidence grows). The "auto" rule waits for `roles_after_s` of stream: a student who gets
+    up and walks to a desk in the first seconds stands apart just as a teacher does, until the lesson shows more."""
+    if teacher == "auto" and observer.last_time < roles_after_s:
+        return {}
     keep = tracker.min_duration()
     tracks = {tid: tr for tid, tr in tracker.tracks.items() if tr.duration_s >= keep}
     # Only the region rule reads the face centres, which grow with the lesson; "auto" reads each track's running
@@ -118,7 +121,7 @@ def run_live(source: LiveSource, predictor: "Predictor", *, out_dir: str | Path,
         now = time.monotonic()
         if on_state is not None and (now >= next_state or chunk.final):
             next_state = now + state_every_s
-            state.set_roles(live_roles(tracker, observer, frame_size, teacher))
+            state.set_roles(live_roles(tracker, observer, frame_size, teacher, roles_after_s=state.config.roles_after_s))
             snapshot = state.snapshot(observer.last_time + offset)
             if faces is not None:
                 faces.attach(snapshot["people"])

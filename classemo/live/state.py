@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from classemo.analytics import PROB_PREFIX, AnalyticsConfig, row_scores, segment_metrics
+from classemo.faces.reading import STATE_NAMES
 from classemo.labels import LabelSet
 
 ALERT_KINDS = ("students_negative", "classroom_low")
@@ -57,6 +58,7 @@ class LiveConfig:
     sparkline_step_s: float = 5.0  # one sparkline point per step over the person window
     gone_after_s: float = 10.0  # a person unseen this long leaves the grid (the report keeps them)
     no_faces_after_s: float = 5.0  # no face detected for this long: the page says "no faces", not stale state
+    roles_after_s: float = 30.0  # the auto teacher rule names nobody before this much of the lesson has been seen
     alerts: tuple[AlertRule, ...] = DEFAULT_ALERTS
 
     def __post_init__(self) -> None:
@@ -65,6 +67,8 @@ class LiveConfig:
             value = getattr(self, name)
             if not (math.isfinite(value) and value > 0):
                 raise ValueError(f"live.{name} must be a positive number of seconds, got {value!r}")
+        if not (math.isfinite(self.roles_after_s) and self.roles_after_s >= 0):
+            raise ValueError(f"live.roles_after_s must be >= 0 seconds, got {self.roles_after_s!r}")
 
 
 @dataclass
@@ -119,14 +123,18 @@ class LiveState:
                 "classroom": {k: classroom[k] for k in ("teacher_activity", "student_positive", "student_negative",
                                                         "classroom_activity", "effectiveness", "rating",
                                                         "teacher_evaluation", "student_evaluation",
-                                                        "classroom_evaluation")},
+                                                        "classroom_evaluation", "readable_share",
+                                                        "attention")},
                 "teacher": classroom["teacher"], "alerts": alerts, "alert_log": list(self.alert_log[-20:])}
 
     # ---- parts of a snapshot ------------------------------------------------------------------------------------
 
     def _frame(self, rows: list[dict]) -> pd.DataFrame:
-        df = pd.DataFrame(rows, columns=["track", "time", "label", "valence", "arousal",
+        df = pd.DataFrame(rows, columns=["track", "time", "label", "valence", "arousal", "attention", "readable",
                                          *[f"{PROB_PREFIX}{n}" for n in self.labels.names]])
+        # Rows made before readability existed read as readable, with their pose unknown.
+        df["attention"] = df["attention"].astype(object).where(df["attention"].notna(), "unknown")
+        df["readable"] = df["readable"].astype(object).where(df["readable"].notna(), True).astype(bool)
         df["role"] = [self._roles.get(int(t), "student") for t in df["track"]]
         return df
 
@@ -145,19 +153,28 @@ class LiveState:
             if now - last["time"] > cfg.gone_after_s:
                 continue
             probs = np.array([[r[f"{PROB_PREFIX}{n}"] for n in names] for r in rs])
+            attention = np.array([r.get("attention", "unknown") for r in rs])
+            readable = np.array([r.get("readable", True) for r in rs], dtype=bool)
             s = row_scores(probs, np.array([r["valence"] for r in rs]), np.array([r["arousal"] for r in rs]),
-                           self.labels, self.analytics)
+                           self.labels, self.analytics, attention)
             times = np.array([r["time"] for r in rs])
-            # Sparkline: the mean of each step of the window, None where the person was not seen.
+            # Sparkline: the mean of each step of the window over readable rows, None where none was.
             edges = now - cfg.person_window_s + cfg.sparkline_step_s * np.arange(steps + 1)
             spark = []
             for a, b in zip(edges[:-1], edges[1:]):
-                m = (times >= a) & (times < b if b < now else times <= b)
+                m = (times >= a) & (times < b if b < now else times <= b) & readable
                 spark.append([float(s["positive"][m].mean()), float(s["negative"][m].mean())] if m.any() else None)
-            people.append({"track": tid, "role": self._roles.get(tid, "student"), "label": last["label"],
-                           "prob": float(last[f"{PROB_PREFIX}{last['label']}"]),
+            state = str(last.get("attention", "unknown"))
+            read_now = bool(last.get("readable", True))
+            people.append({"track": tid, "role": self._roles.get(tid, "student"),
+                           # An unreadable face shows why rather than an emotion it was not seen to have.
+                           "label": last["label"] if read_now else "unread",
+                           "prob": float(last[f"{PROB_PREFIX}{last['label']}"]) if read_now else None,
+                           "unread_reason": "" if read_now else str(last.get("unread_reason", "")),
+                           "attention": state, "attention_text": STATE_NAMES.get(state, state),
                            "valence": float(last["valence"]), "arousal": float(last["arousal"]),
-                           "positive": float(s["positive"].mean()), "negative": float(s["negative"].mean()),
+                           "positive": float(s["positive"][readable].mean()) if readable.any() else None,
+                           "negative": float(s["negative"][readable].mean()) if readable.any() else None,
                            "last_seen": float(last["time"]), "sparkline": spark})
         return people
 
@@ -193,7 +210,8 @@ class LiveState:
 
     def _condition(self, rule: AlertRule, people: list[dict], classroom: dict) -> tuple[bool, str]:
         if rule.kind == "students_negative":
-            negative = [p["track"] for p in people if p["role"] != "teacher" and p["negative"] >= rule.threshold]
+            negative = [p["track"] for p in people if p["role"] != "teacher" and p["negative"] is not None
+                        and p["negative"] >= rule.threshold]
             return (len(negative) >= rule.count,
                     f"{len(negative)} students negative (>= {rule.threshold:.2f}) for over {rule.for_s:.0f} s: "
                     f"{', '.join(map(str, negative))}")

@@ -57,6 +57,31 @@ def _check_path(path: str | Path) -> Path:
     return p
 
 
+def read_frame(path: str | Path, time_s: float | None = None) -> np.ndarray:
+    """One BGR frame: a still image itself, or a video's frame at round(time_s x fps).
+
+    Raises:
+        VideoError: the file is missing, not an image or video, or has no frame at that time.
+    """
+    import cv2
+
+    p = _check_path(path)
+    if time_s is None:
+        image = _read_image(p)
+        if image is None:
+            raise VideoError(f"{p}: cannot be read as an image")
+        return image
+    cap = cv2.VideoCapture(str(p))
+    try:
+        cap.set(cv2.CAP_PROP_POS_FRAMES, int(round(time_s * (cap.get(cv2.CAP_PROP_FPS) or 0.0))))
+        ok, frame = cap.read()
+    finally:
+        cap.release()
+    if not ok:
+        raise VideoError(f"{p}: no frame at {time_s} s")
+    return frame
+
+
 def probe_video(path: str | Path) -> VideoInfo:
     """Open a video (or still image) and read its metadata, without decoding the whole stream.
 

@@ -18,8 +18,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from classemo.analytics import PROB_PREFIX, AnalyticsConfig, summarize
+from classemo.analytics import PROB_PREFIX, AnalyticsConfig, readings, summarize
 from classemo.faces import FacePath, FaceSettings, warn_if_different
+from classemo.faces.reading import ReadingConfig
 from classemo.video.decode import probe_video
 from classemo.video.stages import FaceObserver, Observation, WindowAssembler, embed_chunks
 from classemo.video.track import Track, Tracker
@@ -29,8 +30,11 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+# What the face path adds to each window (classemo.faces.reading.window_reading), after the box.
+READING_COLUMNS = ("yaw", "pitch", "roll", "attention", "face_px", "det_score", "sharpness", "readable", "unread_reason")
 PRIVACY_NOTE = ("Track IDs are per-video numbers, not identities. No face images are stored unless --save-crops "
-                "was given; the timeline holds only boxes, times, class probabilities and valence/arousal.")
+                "was given; the timeline holds only boxes, head pose, face quality, times, class probabilities and "
+                "valence/arousal.")
 
 
 @dataclass
@@ -68,15 +72,29 @@ def parse_teacher(spec: str | int | None) -> tuple[str, Any]:
     raise ValueError(f"teacher must be 'auto', 'none', a track id or 'region:x0,y0,x1,y1' (fractions); got {spec!r}")
 
 
+AREA_APART = 1.5  # auto teacher: a face this many times larger than anyone else's ...
+MOBILITY_APART = 2.0  # ... or a face centre this many times more mobile than anyone else's ...
+MIN_TEACHER_MOBILITY = 0.5  # ... and moving at least this many face widths (RMS) about its mean
+
+
+def _stands_apart(tid: int, values: dict[int, float], factor: float) -> bool:
+    """Whether track `tid`'s value is at least `factor` times every other track's."""
+    others = [v for t, v in values.items() if t != tid]
+    return bool(others) and values[tid] >= factor * max(others)
+
+
 def assign_roles(tracks: dict[int, Track], centres: dict[int, np.ndarray], frame_size: tuple[int, int],
                  teacher: str | int | None = "auto") -> dict[int, str]:
     """Label each kept track "teacher" or "student".
 
-    Heuristic ("auto"): among tracks seen for at least a quarter of the longest track's frames, the teacher
-    maximises (mean face area / largest mean face area) + (mobility / largest mobility), mobility being the
-    spread of the face centre around its mean position, in face widths (`Track.mobility`). The teacher usually
-    stands nearer the camera than the students and moves about while they sit. With a single person nobody is
-    called the teacher, because a close-up of one face says nothing about its role (give --teacher 0 if it is).
+    Heuristic ("auto"): among tracks seen for at least a quarter of the longest track's frames, a teacher must stand
+    apart from everyone else: a mean face area at least `AREA_APART` times any other's (nearer the camera), or a
+    mobility at least `MOBILITY_APART` times any other's and at least `MIN_TEACHER_MOBILITY` face widths (walking
+    about while the students sit); mobility is the spread of the face centre around its mean position, in face widths
+    (`Track.mobility`). Among those that stand apart, the teacher maximises (mean face area / largest mean face area)
+    + (mobility / largest mobility). Nobody standing apart means no teacher in view: four adults at desks, one of
+    whom gets up for a while, have no teacher among them. With a single person nobody is called the teacher, because
+    a close-up of one face says nothing about its role (give --teacher 0 if it is).
 
     Args:
         tracks: kept tracks by id.
@@ -107,9 +125,12 @@ def assign_roles(tracks: dict[int, Track], centres: dict[int, np.ndarray], frame
         eligible = {tid: tr for tid, tr in tracks.items() if tr.hits >= 0.25 * longest}
         area = {tid: tr.mean_area for tid, tr in eligible.items()}
         mob = {tid: tr.mobility for tid, tr in eligible.items()}
-        max_area, max_mob = max(area.values()), max(mob.values())
-        score = {tid: area[tid] / max_area + (mob[tid] / max_mob if max_mob > 0 else 0.0) for tid in eligible}
-        chosen = max(score, key=score.get)
+        apart = [tid for tid in eligible if _stands_apart(tid, area, AREA_APART) or
+                 (mob[tid] >= MIN_TEACHER_MOBILITY and _stands_apart(tid, mob, MOBILITY_APART))]
+        if apart:
+            max_area, max_mob = max(area.values()), max(mob.values())
+            score = {tid: area[tid] / max_area + (mob[tid] / max_mob if max_mob > 0 else 0.0) for tid in apart}
+            chosen = max(score, key=score.get)
     if chosen is not None:
         roles[chosen] = "teacher"
     return roles
@@ -132,7 +153,7 @@ def write_analysis(out_dir: str | Path, source: str | Path, obs: Observation, ro
                    *, fps: float, window: int, stride: int, segment_s: float = 60.0,
                    teacher: str | int | None = "auto", save_crops: bool = False,
                    analytics: AnalyticsConfig | None = None, model_s: float = 0.0,
-                   extra: dict | None = None) -> AnalysisResult:
+                   extra: dict | None = None, reading: ReadingConfig | None = None) -> AnalysisResult:
     """Stage 3: roles, the timeline and the summary of a video's windows; write timeline.parquet, summary.json and
     report.html into out_dir (created).
 
@@ -145,6 +166,7 @@ def write_analysis(out_dir: str | Path, source: str | Path, obs: Observation, ro
         fps, window, stride, segment_s, teacher, save_crops, analytics: as in `analyze_video`.
         model_s: seconds spent in the model, for the summary's timings.
         extra: more top-level summary entries (a live lesson's drops, gaps and alerts under "live").
+        reading: the attention and readability thresholds the rows were made with, for the summary.
     """
     from classemo.report import write_report
 
@@ -152,12 +174,14 @@ def write_analysis(out_dir: str | Path, source: str | Path, obs: Observation, ro
     labels = list(predictor.labels)
     roles = assign_roles(stats.kept, obs.centres, (info.width, info.height), teacher)
     columns = ["track", "role", "time", "t_start", "t_end", "num_frames", "label",
-               *[f"{PROB_PREFIX}{n}" for n in labels], "valence", "arousal", "x", "y", "w", "h"]
+               *[f"{PROB_PREFIX}{n}" for n in labels], "valence", "arousal", "x", "y", "w", "h", *READING_COLUMNS]
     timeline = pd.DataFrame(rows, columns=[c for c in columns if c != "role"])
+    timeline["reading"] = readings(timeline[[f"{PROB_PREFIX}{n}" for n in labels]].to_numpy(float),
+                                   predictor.label_set, analytics or AnalyticsConfig(), timeline["attention"])
     timeline = timeline[timeline["track"].isin(list(stats.kept))].copy()
     timeline.insert(1, "role", timeline["track"].map(roles).astype(str))
     timeline = timeline.sort_values(["time", "track"], kind="stable").reset_index(drop=True)
-    timeline = timeline.astype({"track": "int64", "num_frames": "int64"})
+    timeline = timeline.astype({"track": "int64", "num_frames": "int64", "readable": bool})
 
     # A still image has no duration; its one segment is zero-length and holds the single frame's rows.
     duration = 0.0 if info.is_image else max(obs.decoded / info.fps, float(timeline["time"].max() or 0.0)
@@ -176,7 +200,8 @@ def write_analysis(out_dir: str | Path, source: str | Path, obs: Observation, ro
         analysis={"fps": fps, "window": window, "stride": stride, "teacher": str(teacher),
                   "detector": obs.detector, "face": obs.face, "faces_too_small": obs.faces_too_small,
                   "frames_with_faces": obs.frames_with_faces, "face_detections": obs.face_detections,
-                  "min_track_s": obs.min_track_s, "reidentifications": stats.reidentified},
+                  "min_track_s": obs.min_track_s, "reidentifications": stats.reidentified,
+                  "reading": (reading or ReadingConfig()).to_dict()},
         tracks={str(k): v for k, v in track_info.items()},
         dropped_tracks={str(k): v for k, v in dropped.items()},
         no_faces=len(timeline) == 0,
@@ -199,7 +224,8 @@ def analyze_video(path: str | Path, predictor: "Predictor", *, out_dir: str | Pa
                   window: int | None = None, stride: int | None = None, segment_s: float = 60.0,
                   teacher: str | int | None = "auto", save_crops: bool = False, progress: bool = True,
                   faces: FacePath | FaceSettings | None = None, tracker: Tracker | None = None,
-                  analytics: AnalyticsConfig | None = None, embed_batch: int = 64) -> AnalysisResult:
+                  analytics: AnalyticsConfig | None = None, embed_batch: int = 64,
+                  reading: ReadingConfig | None = None) -> AnalysisResult:
     """Analyse one classroom video (or still image) and write timeline.parquet, summary.json and report.html.
 
     Args:
@@ -219,6 +245,7 @@ def analyze_video(path: str | Path, predictor: "Predictor", *, out_dir: str | Pa
         tracker: a configured `Tracker` (defaults to `Tracker()`).
         analytics: thresholds and weights of the classroom measures.
         embed_batch: face crops per `embed_frames` call (crops of many tracks and frames go together).
+        reading: attention and readability thresholds (`classemo.faces.reading.ReadingConfig`).
 
     Raises:
         VideoError: if the file is missing or is not a decodable video or image.
@@ -240,14 +267,14 @@ def analyze_video(path: str | Path, predictor: "Predictor", *, out_dir: str | Pa
     observer = FaceObserver(path, faces or predictor.face_path(), tracker or Tracker(), fps=fps,
                             embed_batch=embed_batch, info=info, crops_dir=out / "crops" if save_crops else None,
                             progress=progress)
-    assembler = WindowAssembler(predictor, window, stride)
+    assembler = WindowAssembler(predictor, window, stride, reading)
     model_s = 0.0
     for chunk in observer:
         model_s += embed_chunks(predictor, [chunk])
         assembler.add(chunk)
     return write_analysis(out, path, observer.observation, assembler.rows, predictor, fps=fps, window=window,
                           stride=stride, segment_s=segment_s, teacher=teacher, save_crops=save_crops,
-                          analytics=analytics, model_s=model_s + assembler.seconds)
+                          analytics=analytics, model_s=model_s + assembler.seconds, reading=reading)
 
 
 def _json_default(o: object) -> object:

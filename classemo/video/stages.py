@@ -24,6 +24,7 @@ import numpy as np
 
 from classemo.analytics import PROB_PREFIX
 from classemo.faces import FacePath
+from classemo.faces.reading import FACE_COLUMNS, ReadingConfig, window_reading
 from classemo.video.decode import FrameStream, VideoInfo
 from classemo.video.track import Tracker, TrackerStats
 from classemo.video.windows import Window, WindowBuffer
@@ -45,6 +46,7 @@ class FaceChunk:
     tracks: list[int]  # (N,) track id of each crop
     times: list[float]  # (N,) frame time of each crop, in seconds
     boxes: np.ndarray  # (N, 4) x, y, w, h of each face in the frame
+    faces: np.ndarray  # (N, 5) score, yaw, pitch, roll, sharpness of each face (`FacePath.describe`)
     ended: list[int]  # tracks whose last window is cut after these crops, in the buffer's order
     final: bool = False  # the video's last chunk: every open track ends (`ended` is empty)
     features: np.ndarray | None = None  # (N, D) from `embed_chunks`; the crops are dropped then
@@ -67,7 +69,7 @@ class Observation:
     faces_too_small: int
     detector: str
     face: dict  # FaceSettings.to_dict() of the crops
-    timings: dict[str, float]  # seconds in decode, detect, track and crop
+    timings: dict[str, float]  # seconds in decode, detect, track, pose and crop
 
 
 class FaceObserver:
@@ -99,7 +101,7 @@ class FaceObserver:
         self.observation: Observation | None = None
         self.centres: dict[int, list] = defaultdict(list)  # per track, face centres so far (the region teacher rule)
         self.last_time = 0.0  # stream time of the newest frame read
-        self.timings: dict[str, float] = defaultdict(float)  # seconds in decode, detect, track and crop
+        self.timings: dict[str, float] = defaultdict(float)  # seconds in decode, detect, track, pose and crop
         self.frames_with_faces = self.num_faces = 0
         self._too_small_before = face_path.too_small  # a model's face path is shared between videos
 
@@ -118,7 +120,7 @@ class FaceObserver:
 
         face_path, tracker = self.face_path, self.tracker
         timings, centres = self.timings, self.centres
-        pending: list[tuple[int, float, np.ndarray, np.ndarray]] = []  # (track, time, box, crop RGB)
+        pending: list[tuple[int, float, np.ndarray, np.ndarray, np.ndarray]] = []  # (track, time, box, crop RGB, face)
         # The tracks with an open window buffer, in the buffer's order: the crops' tracks join when their chunk is
         # embedded, and leave when their last window is cut. Tracks with crops still pending are not yet open.
         open_tracks: dict[int, None] = {}
@@ -127,7 +129,8 @@ class FaceObserver:
         def chunk(ended: list[int], final: bool = False) -> FaceChunk:
             tids = [p[0] for p in pending]
             out = FaceChunk([p[3] for p in pending], tids, [p[1] for p in pending],
-                            np.array([p[2] for p in pending], dtype=float).reshape(-1, 4), ended, final)
+                            np.array([p[2] for p in pending], dtype=float).reshape(-1, 4),
+                            np.array([p[4] for p in pending], dtype=float).reshape(-1, len(FACE_COLUMNS)), ended, final)
             open_tracks.update(dict.fromkeys(tids))
             for tid in ended:
                 open_tracks.pop(tid, None)
@@ -152,18 +155,21 @@ class FaceObserver:
             ids = tracker.update(t, boxes, frame)
             t3 = time.perf_counter()
             timings["track"] += t3 - t2
+            described = face_path.describe(frame, found)  # (N, 5) score, head pose, sharpness
+            t4 = time.perf_counter()
+            timings["pose"] += t4 - t3
             if len(found):
                 self.frames_with_faces += 1
                 self.num_faces += len(found)
-                for tid, b, box in zip(ids, found, boxes):
+                for tid, b, box, face in zip(ids, found, boxes, described):
                     crop, _ = face_path.crop(frame, b)  # BGR, as in the converters
-                    pending.append((tid, t, box, cv2.cvtColor(crop, cv2.COLOR_BGR2RGB)))
+                    pending.append((tid, t, box, cv2.cvtColor(crop, cv2.COLOR_BGR2RGB), face))
                     centres[tid].append(box[:2] + box[2:] / 2)
                     if self.crops_dir is not None:
                         d = self.crops_dir / f"track_{tid}"
                         d.mkdir(parents=True, exist_ok=True)
                         cv2.imwrite(str(d / f"{index:07d}.png"), crop)
-            timings["crop"] += time.perf_counter() - t3
+            timings["crop"] += time.perf_counter() - t4
             ended = [tid for tid in open_tracks if t - tracker.tracks[tid].last_t > tracker.max_lost_s]
             waited = self.max_wait_s is not None and t - last_chunk_t >= self.max_wait_s
             if len(pending) >= self.embed_batch or ended or waited:
@@ -207,8 +213,10 @@ class WindowAssembler:
     `rows` collects one timeline row per window (track, times, class probabilities, valence/arousal, box).
     """
 
-    def __init__(self, predictor: "Predictor", window: int, stride: int) -> None:
+    def __init__(self, predictor: "Predictor", window: int, stride: int,
+                 reading: ReadingConfig | None = None) -> None:
         self.predictor = predictor
+        self.reading = reading or ReadingConfig()
         self.buffer = WindowBuffer(window, stride)
         self.labels = list(predictor.labels)
         self.rows: list[dict] = []
@@ -217,7 +225,9 @@ class WindowAssembler:
     def add(self, chunk: FaceChunk) -> None:
         if chunk.features is None:
             raise ValueError("the chunk has not been embedded (embed_chunks)")
-        windows = [w for tid, t, box, f in zip(chunk.tracks, chunk.times, chunk.boxes, chunk.features)
+        # Each frame's box carries its face columns along, so a window knows its frames' pose and quality.
+        boxes = np.hstack([chunk.boxes, chunk.faces])  # (N, 4 + 5)
+        windows = [w for tid, t, box, f in zip(chunk.tracks, chunk.times, boxes, chunk.features)
                    if (w := self.buffer.add(tid, t, box, f))]
         if chunk.final:
             windows += self.buffer.flush_all()
@@ -227,10 +237,10 @@ class WindowAssembler:
             t0 = time.perf_counter()
             preds = self.predictor.predict_features([w.features for w in windows])
             self.seconds += time.perf_counter() - t0
-            self.rows += _rows(windows, preds, self.labels)
+            self.rows += _rows(windows, preds, self.labels, self.reading)
 
 
-def _rows(windows: list[Window], preds: list, labels: list[str]) -> list[dict]:
+def _rows(windows: list[Window], preds: list, labels: list[str], reading: ReadingConfig) -> list[dict]:
     rows = []
     for w, p in zip(windows, preds):
         c = w.centre
@@ -239,6 +249,7 @@ def _rows(windows: list[Window], preds: list, labels: list[str]) -> list[dict]:
                "t_end": float(w.times[-1]), "num_frames": len(w.times), "label": labels[int(probs.argmax())]}
         row.update({f"{PROB_PREFIX}{n}": float(v) for n, v in zip(labels, probs)})
         row.update(valence=float(p.valence), arousal=float(p.arousal))
-        row.update(zip(("x", "y", "w", "h"), (float(v) for v in w.boxes[c])))
+        row.update(zip(("x", "y", "w", "h"), (float(v) for v in w.boxes[c, :4])))
+        row.update(window_reading(w.boxes[:, 4:], w.boxes[:, :4], reading))
         rows.append(row)
     return rows

@@ -1,6 +1,6 @@
-"""`classemo live` as a teacher runs it: a synthetic classroom served as MJPEG over HTTP on 127.0.0.1, the page in a
-real browser (Debian's Chromium driven by Playwright) whose tiles, gauge and stream health appear and change while
-the lesson goes on, and the report at the end."""
+"""`classemo live` as a teacher runs it: a real classroom (classroom_intel.mp4: four adults at desks, no teacher) served
+as MJPEG over HTTP on 127.0.0.1, the page in a real browser (Debian's Chromium driven by Playwright) whose tiles, gauge,
+attention and stream health appear and change while the lesson goes on, and the report at the end."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from pathlib import Path
 import cv2
 import pytest
 
-from classemo.synth.classroom import make_classroom_video
+from helpers import MEDIA
 from mjpeg import MjpegServer
 
 pytestmark = pytest.mark.browser
@@ -31,14 +31,14 @@ def test_the_page_shows_people_and_follows_the_stream(tmp_path: Path) -> None:
     chromium = shutil.which("chromium") or "/usr/bin/chromium"
     if not Path(chromium).exists():
         pytest.fail("headless Chromium is missing: `make browser` (or apt-get install chromium) installs it")
-    video = tmp_path / "lesson.mp4"
-    make_classroom_video(video, scenario="lively", num_students=5, seconds=8, fps=5, seed=5, size=(640, 360))
-    cap, frames = cv2.VideoCapture(str(video)), []
-    while (frame := cap.read()[1]) is not None:
+    cap, frames = cv2.VideoCapture(str(MEDIA / "classroom_intel.mp4")), []
+    while (frame := cap.read()[1]) is not None:  # all 33 s at 5 fps (it is 30 fps)
         frames.append(frame)
+        for _ in range(5):
+            cap.grab()
     server = MjpegServer(fps=5.0, frames=frames)
     proc = subprocess.Popen([sys.executable, "-m", "classemo.cli", "live", server.url, "--out", str(tmp_path / "out"),
-                             "--seconds", "14", "--port", "0", "--title", "Room 7", "--show-faces"],
+                             "--seconds", "36", "--port", "0", "--title", "Room 7", "--show-faces"],
                             stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=dict(os.environ))
     try:
         url = next(line.split()[2] for line in proc.stderr if line.startswith("live page: "))
@@ -54,6 +54,13 @@ def test_the_page_shows_people_and_follows_the_stream(tmp_path: Path) -> None:
             later_health = page.inner_text("#health")
             gauge = page.eval_on_selector("#gauge div", "e => e.style.width")
             emotions = page.locator(".tile .emo").all_inner_texts()
+            attention = page.locator(".tile .att").all_inner_texts()
+            header = page.inner_text("header")
+            # Past 30 s the auto teacher rule has the lesson's evidence: a student who got up and sat down again
+            # (and another who stood up later) is not a teacher.
+            page.wait_for_function("() => /t = (3[0-9]|[4-9][0-9])\\./.test(document.getElementById('health')"
+                                   ".textContent)", timeout=60_000)
+            roles = page.locator(".tile .id").all_inner_texts()
             face_widths = page.eval_on_selector_all(".tile img.face", "es => es.map(e => e.naturalWidth)")
             page.screenshot(path=str(tmp_path / "live.png"))
             browser.close()
@@ -61,7 +68,11 @@ def test_the_page_shows_people_and_follows_the_stream(tmp_path: Path) -> None:
         out, _ = proc.communicate(timeout=120)
         server.close()
     assert face_widths and set(face_widths) == {64}  # --show-faces: each tile shows the person's newest face
-    assert tiles >= 3 and set(emotions) <= {"fear", "anger", "disgust", "happy", "sad", "positive", "neutral"}
+    assert tiles >= 3 and set(emotions) <= {"fear", "anger", "disgust", "happy", "sad", "positive", "neutral", "unread"}
+    # Each tile says where the person looks; nobody at these desks is the teacher.
+    assert len(attention) == len(emotions) and all(a.split(" · ")[0] in ("facing the front", "looking down", "turned away",
+                                                                 "pose unknown") for a in attention)
+    assert all(r.startswith("student") for r in roles) and "faces readable" in header
     stream_time = [float(re.search(r"t = ([\d.]+) s", h).group(1)) for h in (first_health, later_health)]
     assert stream_time[1] > stream_time[0]  # updated without a reload
     assert "fps analysed" in later_health and re.fullmatch(r"\d+%", gauge) and gauge != "0%"

@@ -102,3 +102,23 @@ def test_a_flat_room_raises_the_low_activity_alert_after_its_duration() -> None:
     assert first == 120
     alerts = state.snapshot(121.0)["alerts"]
     assert [a["name"] for a in alerts] == ["low"] and "0.00 under 0.20" in alerts[0]["message"]
+
+
+def test_faces_bowed_over_desks_show_their_attention_and_raise_no_negative_alert() -> None:
+    # The classroom failure: students writing read as sad. Looking down at a hesitant confidence is neutral, a face
+    # turned away is unread, and neither counts towards "students negative".
+    rules = (AlertRule("two negative", "students_negative", threshold=0.5, for_s=0.0, count=2),)
+    state = LiveState(LABELS, LiveConfig(alerts=rules))
+    for t in range(0, 31):
+        hesitant = {f"{PROB_PREFIX}{n}": {"sad": 0.6, "neutral": 0.4}.get(n, 0.0) for n in LABELS.names}
+        writing = {**_row(0, t, "sad"), **hesitant, "attention": "down", "readable": True, "unread_reason": ""}
+        turned = {**_row(1, t, "anger"), "attention": "away", "readable": False, "unread_reason": "turned away"}
+        state.add_rows([writing, turned])
+        state.note_faces(t, 2)
+    snap = state.snapshot(30.0)
+    writer, neighbour = snap["people"]
+    assert writer["attention_text"] == "looking down" and writer["negative"] == 0.0 and writer["label"] == "sad"
+    assert neighbour["label"] == "unread" and neighbour["unread_reason"] == "turned away"
+    assert neighbour["negative"] is None and neighbour["attention_text"] == "turned away"
+    assert snap["alerts"] == [] and snap["classroom"]["attention"] == {"front": 0.0, "down": 0.5, "away": 0.5}
+    assert snap["classroom"]["readable_share"] == pytest.approx(0.5)

@@ -10,7 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 from classemo.video.decode import VideoError
-from classemo.video.pipeline import analyze_video
+from classemo.video.pipeline import READING_COLUMNS, analyze_video
 from helpers import MEDIA
 
 
@@ -41,7 +41,13 @@ def test_outputs_on_disk(results: dict, tiny_predictor) -> None:
     tl = pd.read_parquet(res.timeline_path)
     labels = tiny_predictor.labels
     assert list(tl.columns) == ["track", "role", "time", "t_start", "t_end", "num_frames", "label",
-                                *[f"p_{n}" for n in labels], "valence", "arousal", "x", "y", "w", "h"]
+                                *[f"p_{n}" for n in labels], "valence", "arousal", "x", "y", "w", "h",
+                                *READING_COLUMNS, "reading"]
+    assert set(tl["attention"]) <= {"front", "down", "away", "unknown"} and tl["readable"].dtype == bool
+    assert set(tl["reading"]) <= {"positive", "negative", "neutral"}
+    # Unread windows say why; read ones have a pose and a sharp enough, large enough face.
+    assert (tl["unread_reason"] == "").equals(tl["readable"])
+    assert tl.loc[tl["readable"], ["yaw", "pitch", "roll"]].notna().all().all()
     assert len(tl) > 5 and tl["time"].is_monotonic_increasing
     assert ((tl[[f"p_{n}" for n in labels]].sum(axis=1) - 1).abs() < 1e-4).all()
     assert tl["valence"].between(-1, 1).all() and tl["arousal"].between(-1, 1).all()
@@ -56,7 +62,8 @@ def test_outputs_on_disk(results: dict, tiny_predictor) -> None:
     assert len(summary["segments"]) == 2 and summary["segments"][1]["end_s"] == pytest.approx(19.69, abs=0.1)
     assert "No face images are stored" in summary["privacy"] and not (res.out_dir / "crops").exists()
     html = res.report_path.read_text()
-    assert html.count("data:image/png;base64,") == 2 and "<script" not in html and "http" not in html
+    assert html.count("data:image/png;base64,") == 3 and "<script" not in html and "http" not in html
+    assert "Where the students looked" in html and 'class="headline"' in html
     # One person in view: the heuristic names no teacher, so the teacher measures are absent, not invented.
     assert set(tl["role"]) == {"student"} and summary["overall"]["teacher_activity"] is None
 
@@ -137,3 +144,20 @@ def test_checkpoint_without_face_settings_analyses_with_haar(tmp_path: Path) -> 
     res = analyze_video(MEDIA / "single_face.jpg", old, out_dir=tmp_path / "o", progress=False)
     face = res.summary["analysis"]["face"]
     assert face["detector"] == "haar" and not face["align"] and res.summary["analysis"]["face_detections"] == 1
+
+
+def test_a_real_classroom_reads_as_a_person_sees_it(tmp_path: Path) -> None:
+    """classroom_intel.mp4 with the built-in model: four adults at desks, smiling or neutral, one of whom gets up and
+    walks to his desk. No teacher is in view, and the headline says what a person sees: neutral or positive."""
+    from classemo.predictor import Predictor
+    from classemo.report import headline
+
+    res = analyze_video(MEDIA / "classroom_intel.mp4", Predictor.from_checkpoint("builtin"), out_dir=tmp_path,
+                        progress=False, fps=2.0)
+    o = res.summary["overall"]
+    assert {t["role"] for t in res.tracks.values()} == {"student"} and o["teacher"] is None
+    assert headline(res.summary).startswith(("Mostly neutral", "Mostly positive")), headline(res.summary)
+    assert o["student_negative"] <= 0.05 and o["student_positive"] > 0
+    assert o["readable_share"] >= 0.5 and o["attention"]["front"] >= 0.5
+    assert abs(sum(o["attention"].values()) - 1) < 1e-9
+    assert "Where the students looked" in res.report_path.read_text()
