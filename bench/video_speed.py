@@ -1,7 +1,7 @@
 """Video analysis speed and detection recall, YuNet and Haar side by side in one run.
 
 Speed: `classemo analyze`'s path at 5 analysis fps, as a multiple of real time (median of --repeats runs), with the
-share of time in decode, detection, tracking, crop and the model, on three 960x540 or 640x360 inputs:
+share of time in decode, detection, tracking, head pose, crop and the model, on three 960x540 or 640x360 inputs:
   * a 640x360 30 fps single-face video (tests/fixtures/media/single_face.mp4 looped to --seconds);
   * synthetic 960x540 classrooms with 10 faces (teacher + 9 students) and 30 faces (teacher + 29 students).
 
@@ -24,7 +24,7 @@ from pathlib import Path
 
 MEDIA = Path(__file__).resolve().parents[1] / "tests" / "fixtures" / "media"  # committed with the repo
 SCENARIOS = ("lively", "difficult", "dull")
-STAGES = ("decode", "detect", "track", "crop", "model")
+STAGES = ("decode", "detect", "track", "pose", "crop", "model")
 
 
 def loop_video(src: Path, dst: Path, seconds: float) -> None:
@@ -67,7 +67,9 @@ def speed(video: Path, predictor: object, detector: str, fps: float, out: Path, 
         s = res.summary
         runs.append({"wall_s": wall, "x_realtime": s["duration_s"] / wall, "duration_s": s["duration_s"],
                      "faces": s["analysis"]["face_detections"] / max(s["video"]["analysed_frames"], 1),
-                     "tracks": len(res.tracks), **{k: s["timings_s"].get(k, 0.0) / wall for k in STAGES}})
+                     "tracks": len(res.tracks), **{k: s["timings_s"].get(k, 0.0) / wall for k in STAGES},
+                     "pose_ms_per_face": 1000 * s["timings_s"].get("pose", 0.0)
+                     / max(s["analysis"]["face_detections"], 1)})
     median = statistics.median(r["x_realtime"] for r in runs)
     row = min(runs, key=lambda r: abs(r["x_realtime"] - median))
     return {**row, "video": video.name, "detector": detector, "x_realtime": median,
@@ -148,13 +150,13 @@ def main() -> None:
           f"{str(predictor.dtype).removeprefix('torch.')}, threads {args.threads}, analysis fps {args.fps}, median of "
           f"{args.repeats}; {time.perf_counter() - t_start:.0f} s in all")
     print("\n| video | detector | length s | wall s | × real time (runs) | faces/frame | tracks "
-          "| decode | detect | track | crop | model |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+          "| decode | detect | track | pose | crop | model | pose ms/face |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         runs = ", ".join(f"{x:.2f}" for x in r["all_x"])
         print(f"| {r['video']} | {r['detector']} | {r['duration_s']:.1f} | {r['wall_s']:.1f} | "
               f"**{r['x_realtime']:.2f}** ({runs}) | {r['faces']:.1f} | {r['tracks']} | "
-              + " | ".join(f"{r[k]:.0%}" for k in STAGES) + " |")
+              + " | ".join(f"{r[k]:.0%}" for k in STAGES) + f" | {r['pose_ms_per_face']:.1f} |")
     print("\n| 30-face classroom | " + " | ".join(f"{d} recall | {d} ms/frame" for d in detectors) + " |")
     print("|---|" + "---|---|" * len(detectors))
     for scenario, by_det in recalls.items():

@@ -146,7 +146,11 @@ def table3(summary: dict) -> str:
         cells: list[object] = [seg.get("label") or _seg_label(seg), seg["teacher_activity"]]
         for s in students:
             st = seg["students"].get(s)
-            cells.append(None if st is None else f"{st['positive_activity']:.2f} / {st['negative_activity']:.2f}")
+            if st is None:
+                cells.append(None)
+            else:  # a student whose face could not be read in the segment has no emotion measures
+                cells.append("unread" if st["positive_activity"] is None else
+                             f"{st['positive_activity']:.2f} / {st['negative_activity']:.2f}")
         cells.append(seg["classroom_activity"])
         rows.append(cells)
     return _table(header, rows)

@@ -165,9 +165,15 @@ class FacePath:
             return align_face(frame, box.landmarks, margin=s.margin, size=s.size), True  # type: ignore[arg-type]
         return crop_face(frame, box, margin=s.margin, size=s.size), False
 
-    def describe(self, frame_bgr: np.ndarray, boxes: list[FaceBox]) -> np.ndarray:
+    def describe(self, frame_bgr: np.ndarray, boxes: list[FaceBox], *, pose: bool = True) -> np.ndarray:
         """(N, 5) per face: detector score, head yaw, pitch and roll in degrees, and sharpness
-        (`classemo.faces.reading.FACE_COLUMNS`); NaN where a value cannot be told, never an exception."""
+        (`classemo.faces.reading.FACE_COLUMNS`); NaN where a value cannot be told, never an exception.
+
+        Args:
+            frame_bgr: the frame the boxes were found in.
+            boxes: its faces.
+            pose: False leaves the pose NaN (the landmark net is most of this call's cost, about 4 ms a face).
+        """
         from classemo.faces.pose import PoseReader
         from classemo.faces.reading import FACE_COLUMNS, face_sharpness
 
@@ -175,10 +181,11 @@ class FacePath:
         if not boxes:
             return out
         frame = as_bgr(frame_bgr)
-        if self._pose is None:
-            self._pose = PoseReader()
         out[:, 0] = [b.score for b in boxes]
-        out[:, 1:4] = self._pose(frame, boxes)
+        if pose:
+            if self._pose is None:
+                self._pose = PoseReader()
+            out[:, 1:4] = self._pose(frame, boxes)
         out[:, 4] = [face_sharpness(frame, (b.x, b.y, b.w, b.h)) for b in boxes]
         return out
 
