@@ -47,6 +47,7 @@ class ClipPrediction:
     frame_valence: np.ndarray  # (T,)
     frame_arousal: np.ndarray  # (T,)
     logits: np.ndarray  # (C,) the clip's logits before the temperature: what `classemo.calibration` fits T on
+    face: dict[str, Any] | None = None  # predict_image: the face's pose, attention state and readability
 
     def to_dict(self, labels: Sequence[str] | None = None) -> dict[str, Any]:
         """JSON-ready form; with `labels`, `probs` becomes a label -> probability mapping."""
@@ -291,31 +292,49 @@ class Predictor:
             self._face_path = FacePath(self.face_settings)
         return self._face_path
 
-    def largest_face_crops(self, images_rgb: Sequence[np.ndarray]) -> list[tuple[np.ndarray, FaceBox | None]]:
-        """Per whole RGB image, the crop of its largest face (RGB) and its box; an image without a face is kept
-        whole, with None for the box.
+    def largest_face_crops(self, images_rgb: Sequence[np.ndarray],
+                           ) -> list[tuple[np.ndarray, FaceBox | None, dict[str, Any] | None]]:
+        """Per whole RGB image, the crop of its largest face (RGB), its box and its reading (`read_faces`: pose,
+        attention, readability); an image without a face is kept whole, with None for the box and the reading.
 
         Raises:
             FaceInputError: for an image the face path cannot read.
         """
         path = self.face_path()
-        out: list[tuple[np.ndarray, FaceBox | None]] = []
+        out: list[tuple[np.ndarray, FaceBox | None, dict[str, Any] | None]] = []
         for image in images_rgb:
             bgr = as_bgr(image[:, :, ::-1] if image.ndim == 3 and image.shape[2] == 3 else image)
             box = largest_face(path.detect(bgr))
-            crop = image if box is None else path.crop(bgr, box)[0][:, :, ::-1]
-            out.append((np.ascontiguousarray(crop), box))
+            if box is None:
+                out.append((np.ascontiguousarray(image), None, None))
+                continue
+            crop = path.crop(bgr, box)[0][:, :, ::-1]
+            out.append((np.ascontiguousarray(crop), box, self.read_faces(bgr, [box])[0]))
         return out
+
+    def read_faces(self, image_bgr: np.ndarray, boxes: Sequence[FaceBox]) -> list[dict[str, Any]]:
+        """Per face of one image: head pose (yaw, pitch, roll in degrees), attention state (front, down, away,
+        unknown), size, detector score, sharpness and whether its expression can be read (`readable`,
+        `unread_reason`), by the face path's rules (`classemo.faces.reading`). NaN pose where it cannot be told."""
+        from classemo.faces.reading import ReadingConfig, window_reading
+
+        described = self.face_path().describe(image_bgr, list(boxes))  # (N, 5)
+        cfg = ReadingConfig()
+        return [window_reading(d[None], np.array([[b.x, b.y, b.w, b.h]], float), cfg)
+                for d, b in zip(described, boxes)]
 
     def predict_image(self, image_bgr: np.ndarray) -> list[tuple[FaceBox, ClipPrediction]]:
         """Every face of a photo, through the model's face path, as a 1-frame clip: `(box, prediction)`, largest
-        face first; an empty list for a photo without faces.
+        face first, each prediction's `face` holding the face's pose and readability (`read_faces`); an empty list
+        for a photo without faces.
 
         Raises:
             FaceInputError: for an image the face path cannot read (empty, wrong dtype or channels).
         """
         faces = self.face_path().faces(image_bgr)
         preds = self.predict([[np.ascontiguousarray(f.crop[:, :, ::-1])] for f in faces]) if faces else []
+        for p, reading in zip(preds, self.read_faces(as_bgr(image_bgr), [f.box for f in faces])):
+            p.face = reading
         return [(f.box, p) for f, p in zip(faces, preds)]
 
     def __repr__(self) -> str:

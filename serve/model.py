@@ -23,6 +23,11 @@ from serve.schemas import ModelUserConfig
 log = logging.getLogger("ray.serve")  # Serve's logger: the replica logs, with the replica's id
 
 
+def _json_reading(reading: dict[str, Any]) -> dict[str, Any]:
+    """A face's reading for JSON: NaN (a pose that could not be told) becomes null."""
+    return {k: (None if isinstance(v, float) and v != v else v) for k, v in reading.items()}
+
+
 def _provenance(predictor: Any) -> dict[str, str | None]:
     """Where the served model came from (`Predictor.info`), as strings for JSON."""
     keys = ("source", "registered_model", "version", "alias", "run_id")
@@ -184,8 +189,8 @@ class ClassEmoModel:
         """The largest face of each whole RGB frame, cropped by this model's face path (its training data's detector,
         alignment, margin and size); a frame without a face is used whole, with None for its box."""
         found = await asyncio.to_thread(self._predictor.largest_face_crops, frames)
-        return [c for c, _ in found], [None if b is None else {"x": b.x, "y": b.y, "w": b.w, "h": b.h}
-                                       for _, b in found]
+        return [c for c, _, _ in found], [None if b is None else {"x": b.x, "y": b.y, "w": b.w, "h": b.h,
+                                                                  **_json_reading(r)} for _, b, r in found]
 
     def stats(self) -> dict[str, Any]:
         """Batch sizes this replica has run (GET /v1/stats)."""

@@ -125,12 +125,22 @@ class ClipsRequest(BaseModel):
 
 
 class FaceBoxOut(BaseModel):
-    """The face used from one frame (pixel coordinates of the uploaded image); null when none was found."""
+    """The face used from one frame (pixel coordinates of the uploaded image), with its head pose and whether its
+    expression can be read; null when none was found."""
 
     x: int
     y: int
     w: int
     h: int
+    yaw: float | None = Field(None, description="Head yaw in degrees (> 0 turned to the image's right); null: unknown")
+    pitch: float | None = Field(None, description="Head pitch in degrees (< 0 looking down); null: unknown")
+    roll: float | None = Field(None, description="Head roll in degrees; null: unknown")
+    attention: str | None = Field(None, description="front, down, away or unknown")
+    face_px: float | None = Field(None, description="Shorter side of the face box, in pixels")
+    det_score: float | None = Field(None, description="The face detector's confidence")
+    sharpness: float | None = Field(None, description="Variance of the Laplacian of the face at 64 px")
+    readable: bool | None = Field(None, description="Whether the expression can be read (docs/analytics.md)")
+    unread_reason: str | None = Field(None, description="Why not, when it cannot: too small, blurred, turned away...")
 
 
 class ClipOut(BaseModel):

@@ -218,6 +218,10 @@ def test_predict_image_gives_every_face_largest_first(model, tmp_path) -> None:
     crops = [f.crop[:, :, ::-1] for f in FacePath(FaceSettings(size=48)).faces(photo)]
     want = predictor.predict([[c] for c in crops])
     _assert_close([p for _, p in found], want, atol=1e-5)
+    # Each face also carries its pose and readability; the faces of this group photo look at the camera.
+    faces = [p.face for _, p in found]
+    assert all(f["attention"] in ("front", "down", "away", "unknown") for f in faces)
+    assert sum(f["attention"] == "front" for f in faces) >= 4 and all(np.isfinite(f["yaw"]) for f in faces)
     assert predictor.predict_image(np.full((200, 300, 3), 90, np.uint8)) == []
 
 

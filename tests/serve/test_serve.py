@@ -170,7 +170,11 @@ def test_detect_faces_uses_the_models_face_path(client, checkpoints):
     r = client.post("/v1/clips", json={"clips": [{"frames": [data, blank]}], "detect_faces": True})
     assert r.status_code == 200, r.text
     got = r.json()["predictions"][0]
-    assert got["faces"][0] == {"x": face.box.x, "y": face.box.y, "w": face.box.w, "h": face.box.h}
+    box = got["faces"][0]
+    assert {k: box[k] for k in "xywh"} == {"x": face.box.x, "y": face.box.y, "w": face.box.w, "h": face.box.h}
+    # The face path's reading of that face comes with it: a frontal photo faces the front and can be read.
+    assert box["attention"] == "front" and box["readable"] and box["unread_reason"] == ""
+    assert all(isinstance(box[k], float) for k in ("yaw", "pitch", "roll", "sharpness"))
     assert got["faces"][1] is None  # no face: the whole frame is used, and the response says so
     want = local.predict([[face.crop[:, :, ::-1], np.full((64, 64, 3), 127, np.uint8)]])[0]
     np.testing.assert_allclose(list(got["probs"].values()), want.probs, atol=TOL)
