@@ -38,6 +38,8 @@ class DataConfig:
     image_size: int = 48  # model input side; frames are resized to it
     batch_size: int = 16  # per worker; 8 stalls training (BatchNorm on 8 faces; docs/benchmarks-training.md)
     augment: bool = True  # ClipAugment on training clips
+    # ClassroomAugment after ClipAugment on training clips: small, blurred, JPEG, downcast and occluded faces
+    classroom_augment: bool = False
     map_batch_size: int = 32  # rows per Ray Data map_batches call (decode + augment)
     # Decode once: keep the decoded frames (uint8, at image_size) in Ray's object store and only augment per epoch.
     # auto: when a split's frames fit in a quarter of the object store; on; off (decode every epoch, streaming).

@@ -31,17 +31,17 @@ def read_split(info: DatasetInfo, split: str, *, limit: int = 0, soft_labels: bo
 
 def clip_pipeline(ds: Any, *, num_frames: int, image_size: int, train: bool, augment: bool, map_batch_size: int,
                   mean: Sequence[float] = DEFAULT_MEAN, std: Sequence[float] = DEFAULT_STD,
-                  cache: bool = False, soft_classes: int = 0) -> Any:
+                  cache: bool = False, soft_classes: int = 0, classroom: bool = False) -> Any:
     """Decode stage for the unified model. Training rows are shuffled per epoch by the iterator's buffer.
 
     With `cache`, the split is read and decoded once, here (`DecodeFrames`, materialised in the object store), and
     each epoch only selects frames, augments and normalises (`AugmentClips`); without it every epoch reads and
     decodes the encoded rows (`DecodeClips`, lazy). The decoders run as stateless tasks (an instance, not a class):
     an actor pool would hold its CPUs even when idle, and with train plus one validation dataset per rank, idle
-    pools starve the other datasets' reads.
+    pools starve the other datasets' reads. `classroom` adds `ClassroomAugment` to training clips' augmentation.
     """
     kwargs = dict(num_frames=num_frames, image_size=image_size, train=train, augment=augment, mean=mean, std=std,
-                  soft_classes=soft_classes)
+                  soft_classes=soft_classes, classroom=classroom)
     if not cache:
         return ds.map_batches(DecodeClips(**kwargs), batch_size=map_batch_size, batch_format="pyarrow", num_cpus=1)
     decoded = ds.map_batches(DecodeFrames(image_size=image_size, soft_classes=soft_classes), batch_size=map_batch_size,

@@ -273,7 +273,7 @@ def run_training(cfg: JobConfig, info: Any = None, *, generator_dir: str = "", p
               f"object store {store / 1e9:.1f} GB)", flush=True)
     prep = model_preprocessing(cfg, len(labels))
     inputs = dict(num_frames=d.num_frames, image_size=d.image_size, map_batch_size=d.map_batch_size, mean=prep.mean,
-                  std=prep.std)
+                  std=prep.std, classroom=d.classroom_augment)
     soft = cfg.unified.soft_labels
     if soft:
         require_soft_labels(info)

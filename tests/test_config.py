@@ -69,5 +69,22 @@ def test_shipped_configs_load() -> None:
     assert load_config(CONFIGS / "finetune_builtin.yaml").unified.init_from == "builtin"
 
 
+def test_classroom_augment_is_off_by_default_and_on_for_the_builtin_build() -> None:
+    from classemo.data.augmentations import ClassroomAugment, ClipAugment
+    from classemo.data.batches import DecodeClips
+
+    assert not JobConfig().data.classroom_augment
+    assert load_config(None, ["data.classroom_augment=true"]).data.classroom_augment
+    for name in ("builtin_ferplus.yaml", "builtin.yaml"):  # the two stages of scripts/build_builtin_model.py
+        d = load_config(CONFIGS / name).data
+        assert d.classroom_augment
+        decoder = DecodeClips(num_frames=d.num_frames, image_size=d.image_size, train=True, augment=d.augment,
+                              classroom=d.classroom_augment)
+        assert [type(s) for s in decoder.augment.steps] == [ClipAugment, ClassroomAugment]
+    plain = DecodeClips(num_frames=4, image_size=48, train=True, augment=True)
+    assert [type(s) for s in plain.augment.steps] == [ClipAugment]
+    assert DecodeClips(num_frames=4, image_size=48, train=False, augment=True, classroom=True).augment is None
+
+
 def test_parse_override_parses_yaml_values() -> None:
     assert parse_override("a.b=[1, 2]") == {"a": {"b": [1, 2]}}

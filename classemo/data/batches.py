@@ -17,8 +17,9 @@ import pyarrow as pa
 from classemo.data.dataset import NO_SOFT_LABELS, DatasetError
 from classemo.data.format import Manifest
 from classemo.data.peak import select_peak_index
-from classemo.data.transforms import (ClipAugment, decode_image, finish_frames, frames_to_tensor, pad_clips,
-                                      prepare_clip, prepare_decoded, resize_frame, select_frame_indices)
+from classemo.data.augmentations import AugmentChain, ClassroomAugment, ClipAugment
+from classemo.data.transforms import (decode_image, finish_frames, frames_to_tensor, pad_clips, prepare_clip,
+                                      prepare_decoded, resize_frame, select_frame_indices)
 from classemo.metrics import VA_SOURCES
 from classemo.preprocessing import DEFAULT_MEAN, DEFAULT_STD, GAN_MEAN, GAN_STD
 
@@ -89,11 +90,13 @@ class _ModelInputs:
 
     def __init__(self, *, num_frames: int, image_size: int, train: bool, augment: bool,
                  mean: Sequence[float] = DEFAULT_MEAN, std: Sequence[float] = DEFAULT_STD, seed: int = 0,
-                 soft_classes: int = 0) -> None:
+                 soft_classes: int = 0, classroom: bool = False) -> None:
         self.num_frames, self.image_size, self.train = num_frames, image_size, train
         self.soft_classes = soft_classes  # C of the soft_label column to pass on as `soft`; 0: none
         self.mean, self.std = tuple(mean), tuple(std)
-        self.augment = ClipAugment() if (train and augment) else None
+        # `classroom` (DataConfig.classroom_augment): the camera's degradations after ClipAugment's draw.
+        steps = (ClipAugment(), ClassroomAugment()) if classroom else (ClipAugment(),)
+        self.augment = AugmentChain(steps) if (train and augment) else None
         self.seed = seed
 
     def rng(self) -> np.random.Generator:

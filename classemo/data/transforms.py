@@ -7,7 +7,6 @@ sees `(T, 3, S, S)` float tensors, normalised with the checkpoint's mean/std, an
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Sequence
 
 import cv2
@@ -15,6 +14,7 @@ import numpy as np
 import torch
 from einops import rearrange
 
+from classemo.data.augmentations import Augment
 from classemo.preprocessing import DEFAULT_MEAN, DEFAULT_STD, decode_image_bgr
 
 
@@ -182,48 +182,6 @@ def pad_clips(clips: Sequence[torch.Tensor], num_frames: int) -> tuple[torch.Ten
     return x, mask
 
 
-@dataclass
-class ClipAugment:
-    """Train-time augmentation with one random draw per clip, applied identically to all its frames.
-
-    Sharing the draw keeps the clip temporally coherent: a flip or shift that changed from frame to frame would
-    look like motion to the temporal encoder.
-    """
-
-    flip_p: float = 0.5  # probability of a horizontal flip (faces are left/right symmetric)
-    max_shift: float = 0.06  # largest translation, as a fraction of the frame side
-    max_scale: float = 0.08  # largest zoom in or out, as a fraction
-    brightness: float = 0.2  # largest additive brightness change, as a fraction of 255
-    contrast: float = 0.2  # largest multiplicative contrast change around the frame mean
-
-    def __call__(self, frames: Sequence[np.ndarray], rng: np.random.Generator) -> list[np.ndarray]:
-        """Augment a clip.
-
-        Args:
-            frames: `(H, W, 3)` uint8 RGB frames of one clip, all the same size.
-            rng: Source of the clip's one random draw.
-
-        Returns:
-            The augmented frames, same shapes and dtype.
-        """
-        flip = rng.random() < self.flip_p
-        tx, ty = rng.uniform(-self.max_shift, self.max_shift, size=2)
-        scale = 1.0 + rng.uniform(-self.max_scale, self.max_scale)
-        beta = rng.uniform(-self.brightness, self.brightness) * 255.0
-        alpha = 1.0 + rng.uniform(-self.contrast, self.contrast)
-        out = []
-        for frame in frames:
-            h, w = frame.shape[:2]
-            img = frame[:, ::-1] if flip else frame
-            matrix = cv2.getRotationMatrix2D((w / 2.0, h / 2.0), 0.0, scale)
-            matrix[:, 2] += (tx * w, ty * h)
-            img = cv2.warpAffine(np.ascontiguousarray(img), matrix, (w, h), borderMode=cv2.BORDER_REFLECT_101)
-            mu = img.mean()
-            img = (img.astype(np.float32) - mu) * alpha + mu + beta
-            out.append(np.clip(img, 0, 255).astype(np.uint8))
-        return out
-
-
 def prepare_clip(
     encoded_frames: Sequence[bytes],
     *,
@@ -233,7 +191,7 @@ def prepare_clip(
     std: Sequence[float] = DEFAULT_STD,
     train: bool = False,
     rng: np.random.Generator | None = None,
-    augment: ClipAugment | None = None,
+    augment: Augment | None = None,
 ) -> tuple[torch.Tensor, list[int]]:
     """Dataset row frames -> model input: select, decode, (augment), resize and normalise.
 
@@ -268,7 +226,7 @@ def prepare_decoded(
     std: Sequence[float] = DEFAULT_STD,
     train: bool = False,
     rng: np.random.Generator | None = None,
-    augment: ClipAugment | None = None,
+    augment: Augment | None = None,
 ) -> tuple[torch.Tensor, list[int]]:
     """`prepare_clip` for a clip whose frames are already decoded (and usually resized): the decode-once cache.
 
@@ -289,7 +247,7 @@ def finish_frames(
     std: Sequence[float] = DEFAULT_STD,
     train: bool = False,
     rng: np.random.Generator | None = None,
-    augment: ClipAugment | None = None,
+    augment: Augment | None = None,
 ) -> torch.Tensor:
     """Frames at the model's side -> (augmented) normalised `(T, 3, S, S)` tensor.
 

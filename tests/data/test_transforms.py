@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import torch
 
+from classemo.data.augmentations import AugmentChain, ClassroomAugment, ClipAugment
 from classemo.data.transforms import (
-    ClipAugment,
     FrameError,
     decode_image,
     frames_to_tensor,
@@ -158,3 +158,136 @@ def test_prepare_clip_decodes_only_selected_frames() -> None:
     assert torch.allclose(x[:, 0, 0, 0], expected, atol=1e-6)
     with pytest.raises(ImageDecodeError):
         prepare_clip(frames, num_frames=16, image_size=8, train=False)
+
+
+_OFF = dict(downcast_p=0.0, occlude_p=0.0, blur_p=0.0, small_p=0.0, jpeg_p=0.0)
+
+
+def _only(**kwargs: object) -> ClassroomAugment:
+    """ClassroomAugment with every degradation off but the ones named."""
+    return ClassroomAugment(**{**_OFF, **kwargs})
+
+
+def _grey_face(side: int = 48, seed: int = 0) -> np.ndarray:
+    """A grey-as-RGB frame with detail at every scale: smooth shading plus fine noise."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:side, 0:side]
+    grey = 120 + 60 * np.sin(xx / 5.0) * np.cos(yy / 7.0) + rng.normal(0, 25, (side, side))
+    return cv2.cvtColor(np.clip(grey, 0, 255).astype(np.uint8), cv2.COLOR_GRAY2RGB)
+
+
+def _sharpness(frame: np.ndarray) -> float:
+    return float(cv2.Laplacian(frame[..., 0].astype(np.float64), cv2.CV_64F).var())
+
+
+@pytest.mark.parametrize("frame", [_grey_face(48), _rgb(64, 80, seed=5)], ids=["grey48", "rgb64x80"])
+def test_classroom_augment_keeps_shape_and_shares_the_draw(frame: np.ndarray) -> None:
+    every = ClassroomAugment(downcast_p=1.0, occlude_p=1.0, blur_p=1.0, small_p=1.0, jpeg_p=1.0)
+    default = ClassroomAugment()
+    changed = 0
+    for seed in range(8):
+        for aug in (every, default):
+            out = aug([frame, frame.copy(), frame.copy()], np.random.default_rng(seed))
+            assert len(out) == 3 and all(o.shape == frame.shape and o.dtype == np.uint8 for o in out)
+            # One draw per clip: identical frames in, identical frames out.
+            np.testing.assert_array_equal(out[0], out[1])
+            np.testing.assert_array_equal(out[0], out[2])
+            changed += not np.array_equal(out[0], frame)
+    assert changed >= 9  # every clip with all five on, and some of the default's
+    if (frame[..., 0] == frame[..., 1]).all():  # a grey face stays grey (JPEG codes it without chroma)
+        out = every([frame], np.random.default_rng(0))[0]
+        assert (out[..., 0] == out[..., 1]).all() and (out[..., 1] == out[..., 2]).all()
+
+
+def test_classroom_augment_off_is_the_identity() -> None:
+    frame = _grey_face()
+    for seed in range(5):
+        out = ClassroomAugment(**_OFF)([frame, _rgb(48, 48)], np.random.default_rng(seed))
+        np.testing.assert_array_equal(out[0], frame)
+        np.testing.assert_array_equal(out[1], _rgb(48, 48))
+
+
+@pytest.mark.parametrize("effect", [dict(small_p=1.0, small_side=(16, 16)), dict(blur_p=1.0, blur_sigma=(1.0, 1.0))],
+                         ids=["small", "blur"])
+def test_small_and_blur_lose_fine_detail(effect: dict) -> None:
+    frame = _grey_face()
+    out = _only(**effect)([frame], np.random.default_rng(0))[0]
+    assert _sharpness(out) < 0.3 * _sharpness(frame)
+    assert abs(float(out.mean()) - float(frame.mean())) < 3  # the face is softened, not darkened or moved
+
+
+def test_small_leaves_a_frame_already_that_small() -> None:
+    frame = _grey_face(16)
+    np.testing.assert_array_equal(_only(small_p=1.0, small_side=(16, 40))([frame], np.random.default_rng(0))[0], frame)
+
+
+def test_jpeg_at_quality_30_changes_pixels_but_not_the_face() -> None:
+    frame = _grey_face()
+    out = _only(jpeg_p=1.0, jpeg_quality=(30, 30))([frame], np.random.default_rng(0))[0]
+    diff = np.abs(out.astype(int) - frame.astype(int))
+    assert (diff > 0).mean() > 0.5 and diff.mean() < 25
+    hi = _only(jpeg_p=1.0, jpeg_quality=(90, 90))([frame], np.random.default_rng(0))[0]
+    assert np.abs(hi.astype(int) - frame.astype(int)).mean() < diff.mean()  # quality 90 loses less
+
+
+def _bright_span(frame: np.ndarray, axis: int) -> tuple[int, int]:
+    idx = np.flatnonzero((frame[..., 0] > 127).any(axis=axis))
+    return int(idx[0]), int(idx[-1])
+
+
+def test_downcast_widens_the_top_shortens_the_chin_and_keeps_the_centre() -> None:
+    top, centre, chin = (np.zeros((48, 48, 3), np.uint8) for _ in range(3))
+    top[3:7, 6:42] = 255  # a brow line
+    centre[22:26, 22:26] = 255  # the nose
+    chin[40:44, 8:40] = 255  # the chin
+    aug = _only(downcast_p=1.0, downcast_pitch=(25.0, 25.0))
+    out_top, out_centre, out_chin = aug([top, centre, chin], np.random.default_rng(0))
+    x0, x1 = _bright_span(out_top, axis=0)
+    assert x0 < 6 and x1 > 41 and x1 - x0 >= 38  # the top edge's content moves outward on both sides (was 6-41)
+    ys, xs = np.nonzero(out_centre[..., 0] > 127)
+    assert abs(ys.mean() - 23.5) < 1.0 and abs(xs.mean() - 23.5) < 1.0
+    y0, _ = _bright_span(out_chin, axis=1)
+    cx0, cx1 = _bright_span(out_chin, axis=0)
+    assert y0 <= 40 - 2 and cx0 > 8 and cx1 < 39  # the chin rises and narrows (was rows 40-43, columns 8-39)
+    # No pitch, no warp.
+    flat = _only(downcast_p=1.0, downcast_pitch=(0.0, 0.0))([top], np.random.default_rng(0))[0]
+    np.testing.assert_array_equal(flat, top)
+
+
+def test_occlusion_is_a_flat_patch_at_the_bottom_or_a_side() -> None:
+    frame = _rgb(48, 48, seed=7)
+    aug = _only(occlude_p=1.0, occlude_area=(0.1, 0.3))
+    edges = set()
+    for seed in range(30):
+        out = aug([frame, frame.copy()], np.random.default_rng(seed))
+        np.testing.assert_array_equal(out[0], out[1])
+        ys, xs = np.nonzero((out[0] != frame).any(axis=2))
+        y0, y1, x0, x1 = ys.min(), ys.max() + 1, xs.min(), xs.max() + 1
+        patch = out[0][y0:y1, x0:x1]
+        assert (patch == patch[0, 0]).all()  # one flat colour: a grey, or the clip's mean
+        assert 0.09 <= (y1 - y0) * (x1 - x0) / (48 * 48) <= 0.32
+        assert y1 == 48 or x0 == 0 or x1 == 48
+        edges.add("bottom" if y1 == 48 else "side")
+    assert edges == {"bottom", "side"}
+
+
+@pytest.mark.parametrize(("kwargs", "field"), [
+    (dict(small_side=(40, 16)), "small_side"),
+    (dict(jpeg_quality=(0, 50)), "jpeg_quality"),
+    (dict(occlude_area=(0.2, 0.9)), "occlude_area"),
+    (dict(downcast_pitch=(30.0, 10.0)), "downcast_pitch"),
+    (dict(blur_sigma=(-1.0, 1.0)), "blur_sigma"),
+    (dict(blur_p=1.5), "blur_p"),
+    (dict(downcast_distance=0.5), "downcast_distance"),
+])
+def test_classroom_augment_rejects_bad_ranges(kwargs: dict, field: str) -> None:
+    with pytest.raises(ValueError, match=f"ClassroomAugment.{field} "):
+        ClassroomAugment(**kwargs)
+
+
+def test_augment_chain_runs_classroom_after_clip_augment() -> None:
+    frame = _grey_face()
+    geometry = ClipAugment(flip_p=1.0, max_shift=0.0, max_scale=0.0, brightness=0.0, contrast=0.0)
+    camera = _only(jpeg_p=1.0, jpeg_quality=(40, 40))
+    out = AugmentChain((geometry, camera))([frame], np.random.default_rng(0))[0]
+    np.testing.assert_array_equal(out, camera([frame[:, ::-1]], np.random.default_rng(0))[0])
