@@ -24,7 +24,8 @@ def lesson_frames(tmp_path_factory) -> list:
     from classemo.synth.classroom import make_classroom_video
 
     path = tmp_path_factory.mktemp("lesson") / "lesson.mp4"
-    make_classroom_video(path, scenario="lively", num_students=4, seconds=8, fps=10, seed=5, size=(480, 270))
+    # 640x360: the students' faces are 25 px and up, large enough to read (docs/analytics.md, readability)
+    make_classroom_video(path, scenario="lively", num_students=4, seconds=8, fps=10, seed=5, size=(640, 360))
     cap = cv2.VideoCapture(str(path))
     frames = []
     while (ok := cap.read())[0]:
@@ -110,8 +111,11 @@ def test_three_classrooms_at_once_one_killed_one_dropping(client, cameras, strea
     # Every classroom shows its students within seconds, through the one model deployment.
     states = [_wait_state(client, sid, lambda b: len(b["state"]["people"]) >= 2) for sid in ids]
     for body in states:
-        person = body["state"]["people"][0]
-        assert 0.0 <= person["negative"] <= 1.0 and person["label"]
+        people = body["state"]["people"]
+        assert all(p["label"] and p["attention"] for p in people)
+        # A face read in the last minute has its negative share; one never read has none, and says why.
+        assert all(0.0 <= p["negative"] <= 1.0 for p in people if p["negative"] is not None)
+        assert any(p["negative"] is not None for p in people)
         assert body["state"]["classroom"]["classroom_activity"] is not None
     stats = client.get("/v1/stats").json()
     assert stats["max_batch_size_seen"] >= 2, stats  # crops of several classrooms in one forward pass
