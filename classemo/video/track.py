@@ -1,8 +1,11 @@
 """Multi-face tracking: IoU matching with a constant-velocity motion model plus appearance for re-identification.
 
 Each detection is matched to a live track by IoU against the track's predicted box (Hungarian assignment).
-Detections left over are compared with tracks lost for up to `max_lost_s` seconds by appearance (cosine of a small
-zero-mean grey thumbnail) and a loose distance gate; a good match revives the lost track under its old ID. Tracks
+Detections left over are then matched to the recent tracks left over by centre distance to the predicted centre
+(within `max_jump` face widths, at a similar size): a student sitting down drops a face height between two frames
+at 5 fps, too far for IoU. Detections still left are compared with tracks lost for up to `max_lost_s` seconds by
+appearance (cosine of a small zero-mean grey thumbnail) and a loose distance gate; a good match revives the lost
+track under its old ID. Tracks
 seen for less than `min_track_s` are dropped at the end and reported, since most are false detections.
 """
 
@@ -151,18 +154,21 @@ class Tracker:
         min_track_s: tracks spanning less than this are dropped at `finish` (unless the whole video is shorter).
         appearance_threshold: minimum appearance cosine to revive a lost track.
         max_reid_distance: loose gate for revival: centre distance in face widths.
+        max_jump: a recent track unmatched by IoU takes a free detection whose centre is within this many face widths
+            of its predicted centre, at 2/3 to 3/2 its size (0: off).
         momentum: weight of the old appearance vector in the running average.
         first_id: the first track id (a resumed live stream goes on after the ids it has used).
     """
 
     def __init__(self, *, iou_threshold: float = 0.25, max_lost_s: float = 5.0, min_track_s: float = 1.0,
-                 appearance_threshold: float = 0.5, max_reid_distance: float = 3.0, momentum: float = 0.8,
-                 first_id: int = 0) -> None:
+                 appearance_threshold: float = 0.5, max_reid_distance: float = 3.0, max_jump: float = 1.0,
+                 momentum: float = 0.8, first_id: int = 0) -> None:
         self.iou_threshold = iou_threshold
         self.max_lost_s = max_lost_s
         self.min_track_s = min_track_s
         self.appearance_threshold = appearance_threshold
         self.max_reid_distance = max_reid_distance
+        self.max_jump = max_jump
         self.momentum = momentum
         self.tracks: dict[int, Track] = {}
         self._next_id = first_id
@@ -203,6 +209,19 @@ class Tracker:
             cost = 1.0 - iou_matrix(pred, boxes)
             for r, c in assign(cost, 1.0 - self.iou_threshold):
                 ids[c] = recent[r].track_id
+        free = [c for c, i in enumerate(ids) if i is None]
+        jumped = [tr for tr in recent if tr.track_id not in ids]
+        if free and jumped and self.max_jump > 0:
+            cost = np.full((len(jumped), len(free)), np.inf)
+            for r, tr in enumerate(jumped):
+                pred = tr.predict(t)
+                for k, c in enumerate(free):
+                    dist = np.linalg.norm((pred[:2] + pred[2:] / 2) - (boxes[c, :2] + boxes[c, 2:] / 2)) / tr.box[2]
+                    size_ratio = np.sqrt(boxes[c, 2] * boxes[c, 3] / max(tr.box[2] * tr.box[3], 1.0))
+                    if dist <= self.max_jump and 2 / 3 < size_ratio < 1.5:
+                        cost[r, k] = dist
+            for r, k in assign(np.where(np.isfinite(cost), cost, 1e9), self.max_jump):
+                ids[free[k]] = jumped[r].track_id
         matched = {i for i in ids if i is not None}
         free = [c for c, i in enumerate(ids) if i is None]
         lost = [tr for tr in alive if tr.track_id not in matched and tr.feature is not None]

@@ -153,12 +153,13 @@ def test_a_real_classroom_reads_as_a_person_sees_it(tmp_path: Path) -> None:
     from classemo.report import headline
 
     res = analyze_video(MEDIA / "classroom_intel.mp4", Predictor.from_checkpoint("builtin"), out_dir=tmp_path,
-                        progress=False, fps=2.0)
+                        progress=False)
     o = res.summary["overall"]
-    assert {t["role"] for t in res.tracks.values()} == {"student"} and o["teacher"] is None
+    # Four people, one track each (the man who sits down keeps his), and none of them is the teacher.
+    assert len(res.tracks) == 4 and {t["role"] for t in res.tracks.values()} == {"student"} and o["teacher"] is None
     assert headline(res.summary).startswith(("Mostly neutral", "Mostly positive")), headline(res.summary)
-    # 5.6% at 5 fps: the man in glasses laughing reads as anger (0.52-0.80) in a few frontal windows
-    assert o["student_negative"] <= 0.1 and o["student_positive"] > o["student_negative"]
+    # 3.4%: the man in glasses laughing reads as anger (0.52-0.80) in a few frontal windows
+    assert o["student_negative"] <= 0.05 and o["student_positive"] > o["student_negative"]
     assert o["readable_share"] >= 0.5 and o["attention"]["front"] >= 0.5
     assert abs(sum(o["attention"].values()) - 1) < 1e-9
     assert "Where the students looked" in res.report_path.read_text()
