@@ -39,6 +39,7 @@ def live_command(
     from classemo.live.session import run_live
     from classemo.live.source import LiveSource, SourceError
     from classemo.predictor import Predictor
+    from classemo.report import headline
 
     try:
         predictor = Predictor.from_checkpoint(model)
@@ -59,6 +60,8 @@ def live_command(
         signal.signal(signal.SIGINT, signal.default_int_handler)
         page.close()
     live = res.summary["live"]
+    if not res.summary["no_faces"]:
+        typer.echo(headline(res.summary))
     typer.echo(f"{len(res.tracks)} person(s) tracked; {live['analysed_frames']} frames analysed, "
                f"{live['dropped_frames']} dropped, {len(live['gaps'])} gap(s)"
                + (f"; {live['error']}" if live["error"] else ""))

@@ -81,3 +81,5 @@ def test_the_page_shows_people_and_follows_the_stream(tmp_path: Path) -> None:
     assert summary["live"]["analysed_frames"] > 40 and summary["live"]["states"] > 5
     assert (tmp_path / "out" / "report.html").is_file() and (tmp_path / "out" / "timeline.parquet").is_file()
     assert "person(s) tracked" in out and "frames analysed" in out
+    # The lesson's headline says what a person sees in this room: neutral or smiling faces.
+    assert re.search(r"^Mostly (neutral|positive); ", out, re.M), out
