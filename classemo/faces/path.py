@@ -8,7 +8,7 @@ the same at training and at inference.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
@@ -18,6 +18,7 @@ import numpy as np
 from classemo.faces.box import FaceBox
 from classemo.faces.crop import align_face, crop_face, usable_landmarks
 from classemo.faces.detectors import DETECTOR_NAMES, FaceDetector, make_detector
+from classemo.faces.exclude import Region, mask_frame, outside
 
 log = logging.getLogger(__name__)
 
@@ -130,10 +131,14 @@ class FacePath:
         settings: detector and crop settings (default: YuNet, aligned, margin 0.2, 112 px).
         detector: an already built detector to use instead of `settings.detector` (e.g. a configured `HaarDetector`
             or a test double); its boxes are cropped by the same rules.
+        exclude: regions of the frame never analysed (`classemo.faces.exclude`): a deployment's choice, not the
+            model's, so not part of `settings`. `mask` paints them out; `detect` never returns a face there.
     """
 
-    def __init__(self, settings: FaceSettings | None = None, *, detector: FaceDetector | None = None) -> None:
+    def __init__(self, settings: FaceSettings | None = None, *, detector: FaceDetector | None = None,
+                 exclude: Sequence[Region] = ()) -> None:
         self.settings = settings or FaceSettings()
+        self.exclude = tuple(exclude)
         s = self.settings
         if detector is None:
             yunet = {"max_side": s.max_side, "model_path": s.model_path}
@@ -148,10 +153,16 @@ class FacePath:
         Raises:
             FaceInputError: see `as_bgr`.
         """
-        boxes = self.detector.detect(as_bgr(frame_bgr))
+        frame = self.mask(as_bgr(frame_bgr))
+        boxes = outside(self.detector.detect(frame), self.exclude, (frame.shape[1], frame.shape[0]))
         kept = [b for b in boxes if min(b.w, b.h) >= self.settings.min_face]
         self.too_small += len(boxes) - len(kept)
         return sorted(kept, key=lambda b: b.area, reverse=True)
+
+    def mask(self, frame: np.ndarray) -> np.ndarray:
+        """The frame with the excluded regions painted out (a copy; the frame itself when nothing is excluded): what
+        every later step (tracker, landmarks, crops) must be given instead of the decoded frame."""
+        return mask_frame(frame, self.exclude)
 
     def crop(self, frame: np.ndarray, box: FaceBox) -> tuple[np.ndarray, bool]:
         """The crop of one face and whether it is aligned.
