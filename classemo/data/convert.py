@@ -12,8 +12,9 @@ One module per input shape, each built on what is here:
 - `classemo.video.convert_classroom`: annotated classroom videos, cut by the analysis pipeline's own detector
   (it lives with the video pipeline it reuses, which sits above `data`).
 
-Every input unit (an image, a video, a clip folder) is either converted or listed in `<out>/rejected.csv` with the
-reason, so `inputs = converted + rejected` always holds. One bad file never stops a run.
+Every converter runs through one `classemo.data.conversion.Conversion`: the options they share, and the loop that
+cuts, encodes and writes. Every input unit (an image, a video, a clip folder) is either converted or listed in
+`<out>/rejected.csv` with the reason, so `inputs = converted + rejected` always holds. One bad file never stops a run.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import io
 import os
 import random
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -35,7 +36,7 @@ if TYPE_CHECKING:
     import numpy as np
 
     from classemo.data.format import Manifest
-    from classemo.faces import FaceBox, FacePath, FaceSettings
+    from classemo.faces import FaceBox, FacePath
 
 CONVERTER_VERSION = "1"
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"})
@@ -231,92 +232,6 @@ def derived_va(label: str, labels: LabelSet) -> dict[str, Any]:
             "va_source": "derived"}
 
 
-def write_converted(
-    rows: Iterator[dict], out: str, labels: LabelSet, summary: ConversionSummary, rejects: Rejects, *,
-    image_size: int, source: str, extra: dict[str, Any], face: "FaceSettings",
-) -> "Manifest":
-    from classemo.data.format import write_dataset
-
-    def counted() -> Iterator[dict]:
-        for row in rows:
-            summary.clips[row["split"]] += 1
-            summary.frames += len(row["frames"])
-            yield row
-
-    # write_dataset consumes rows lazily, so the summary is complete only after it returns; the manifest is
-    # then rewritten with the final summary (cheap: one small JSON).
-    manifest = write_dataset(counted(), out, labels, image_size=image_size, source=source,
-                             converter_version=f"{summary.kind}/{CONVERTER_VERSION}", extra=extra,
-                             face=face.to_dict())
-    rejects.write(out)
-    manifest.extra["conversion"] = summary.to_dict()
-    from classemo.data.format import MANIFEST_NAME, open_filesystem
-
-    fs, base = open_filesystem(out)
-    with fs.open_output_stream(f"{base.rstrip('/')}/{MANIFEST_NAME}") as f:
-        f.write(manifest.to_json().encode())
-    if summary.inputs != summary.converted + summary.rejected:
-        raise AssertionError(f"converter bookkeeping is off: {summary.format()}")
-    return manifest
-
-
-def convert_clips(
-    planned: Sequence[PlannedClip], out: str, labels: LabelSet, summary: ConversionSummary, rejects: Rejects,
-    faces: "FacePath", *, load: Callable[[PlannedClip], "list[np.ndarray] | None"],
-    emit: Callable[[PlannedClip, list[bytes]], Iterator[dict]], no_face: Callable[[PlannedClip, int], None],
-    desc: str, progress: bool, image_size: int, frame_format: str, source: str, extra: dict[str, Any],
-    track: "Callable[[PlannedClip, list[np.ndarray]], list[FaceBox] | None] | None" = None,
-    whole_image_fallback: bool = False, per_frame: bool = False,
-    fallback_box: "Callable[[np.ndarray], FaceBox] | None" = None,
-) -> "Manifest":
-    """The loop every converter shares: decode a planned clip, find its face track, crop, encode, write.
-
-    One loop, so that every converter cuts faces the same way (`FacePath.crop`, the crop `analyze` and Serve make)
-    and keeps the same bookkeeping (`inputs = converted + rejected`).
-
-    Args:
-        load: A clip's decoded BGR frames; it rejects what it cannot read itself and returns None (or nothing)
-            when no frame is left.
-        emit: The output rows of a clip from its encoded crops (one row, or one per window).
-        no_face: Rejects a clip (given its number of frames) in which no face was found.
-        track: A clip's boxes, one per frame, or None for no face (default: `face_track` with `faces`).
-        whole_image_fallback: Crop the whole image when no face is found (face-centred inputs), counted apart.
-        fallback_box: The box that fallback crops (default: the whole image; FER+ leaves out its padding).
-        per_frame: Count converted/face_found/fallback per frame (image inputs) rather than per clip.
-    """
-    from classemo.faces import crop_face, whole_image_box
-
-    def rows() -> Iterator[dict]:
-        for clip in progress_bar(planned, desc, progress):
-            images = load(clip)
-            if not images:
-                continue
-            boxes = track(clip, images) if track is not None else face_track(images, faces)
-            fallback = boxes is None
-            if fallback and not whole_image_fallback:
-                no_face(clip, len(images))
-                continue
-            n = len(images) if per_frame else 1
-            if fallback:
-                boxes = [(fallback_box or whole_image_box)(im) for im in images]
-                summary.whole_image_fallback += n
-            else:
-                summary.face_found += n
-            summary.converted += n
-            crops = ([crop_face(im, box, margin=0.0, size=image_size) for im, box in zip(images, boxes)] if fallback
-                     else [faces.crop(im, box)[0] for im, box in zip(images, boxes)])
-            yield from emit(clip, [encode_frame(c, frame_format) for c in crops])
-
-    return write_converted(rows(), out, labels, summary, rejects, image_size=image_size, source=source, extra=extra,
-                           face=faces.settings)
-
-
-def progress_bar(items: Sequence, desc: str, enabled: bool) -> Any:
-    from tqdm.auto import tqdm
-
-    return tqdm(items, desc=desc, unit="clip", disable=not enabled)
-
-
 def map_labels(
     clips_labels: Sequence[str], labels: LabelSet, label_map: str | os.PathLike | dict | None
 ) -> dict[str, str | None]:
@@ -350,12 +265,14 @@ def read_labels_csv(path: Path, key_columns: Sequence[str], label_column: str | 
 
 
 def converter_face_path(detector: str, align: bool, margin: float, size: int,
-                        yunet_model: "os.PathLike | str | None" = None, **haar_kwargs: Any) -> "FacePath":
+                        yunet_model: "os.PathLike | str | None" = None, *, tuned_haar: bool = True,
+                        **haar_kwargs: Any) -> "FacePath":
     """The converters' face path from their options.
 
     Haar with alignment left on means no alignment, since a user who picks Haar asks for the old boxes; the converters'
     Haar is `HaarFaceDetector` with the profile cascade and a padded second pass, tuned for face-centred photos and
-    clips (`haar_kwargs` tune it further).
+    clips (`haar_kwargs` tune it further). `tuned_haar=False` keeps the Haar detector `classemo analyze` builds from
+    the same settings, for a converter that must cut faces as the analysis will (classroom videos).
 
     Raises:
         ConversionError: for an unknown detector, invalid margin or size, or a YuNet file that does not load.
@@ -366,7 +283,7 @@ def converter_face_path(detector: str, align: bool, margin: float, size: int,
     try:
         face = FaceSettings(detector=detector, align=align and detector == "yunet", margin=margin, size=size,
                             model_path=str(yunet_model) if yunet_model else None)
-        haar = None if face.detector == "yunet" else HaarFaceDetector(use_profile=True, **haar_kwargs)
+        haar = HaarFaceDetector(use_profile=True, **haar_kwargs) if tuned_haar and face.detector != "yunet" else None
         return FacePath(face, detector=haar)
     except (ValueError, FileNotFoundError) as e:
         raise ConversionError(str(e)) from None

@@ -4,20 +4,21 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from classemo.data.convert import (DEFAULT_FRACTIONS, IMAGE_EXTENSIONS, ConversionError, ConversionSummary, PlannedClip,
-                                   Rejects, convert_clips, converter_face_path, face_track, map_labels, read_image,
-                                   read_labels_csv, split_clips)
+from classemo.data.conversion import Conversion
+from classemo.data.convert import (IMAGE_EXTENSIONS, ConversionSummary, PlannedClip, face_track, map_labels, read_image,
+                                   read_labels_csv)
 from classemo.labels import LabelSet
 
 if TYPE_CHECKING:
     import numpy as np
+    from typing_extensions import Unpack
 
+    from classemo.data.conversion import LabelledOptions
     from classemo.data.format import Manifest
-    from classemo.faces import FacePath
 
 
 def five_points(points: "np.ndarray") -> tuple[tuple[float, float], ...] | None:
@@ -41,23 +42,9 @@ def convert_afew_va(
     src: str | os.PathLike,
     out: str,
     *,
-    labels_csv: str | os.PathLike | None = None,
-    label_column: str | None = None,
-    label_map: str | os.PathLike | dict | None = None,
-    labels: LabelSet | None = None,
     va_scale: float = 10.0,
     fps: float = 25.0,
-    image_size: int = 112,
-    margin: float = 0.2,
-    fractions: Sequence[float] = DEFAULT_FRACTIONS,
-    seed: int = 0,
-    frame_format: str = "png",
-    detector: str = "yunet",
-    align: bool = True,
-    yunet_model: str | os.PathLike | None = None,
-    faces: "FacePath | None" = None,
-    source: str | None = None,
-    progress: bool = True,
+    **options: Unpack[LabelledOptions],
 ) -> tuple["Manifest", ConversionSummary]:
     """Convert AFEW-VA-shaped data: `<src>/<clip>/<frame>.png` plus `<src>/<clip>/<clip>.json`.
 
@@ -68,28 +55,26 @@ def convert_afew_va(
     and its per-frame V/A always line up.
 
     Args:
-        labels_csv: Optional `clip,label` CSV. Without it a clip's label is the label whose default V/A lies
-            nearest to the clip's mean V/A (AFEW-VA itself has no discrete labels).
         va_scale: Divisor that brings the JSON's V/A into [-1, 1].
-        Other arguments as in `convert_images`.
+        fps: Frame rate of the frame folders.
+        **options: `LabelledOptions`. Its `labels_csv` is an optional `clip,label` CSV; without it a clip's label
+            is the label whose default V/A lies nearest to the clip's mean V/A (AFEW-VA itself has no discrete
+            labels).
     """
     import numpy as np
 
     from classemo.faces import FaceBox
 
-    src = Path(src)
-    if not src.is_dir():
-        raise ConversionError(f"AFEW-VA folder {src} not found")
-    labels = labels or LabelSet.paper()
-    summary = ConversionSummary(kind="afew-va", unit="clip")
-    rejects = Rejects(summary)
+    run = Conversion("afew-va", "clip", src, out, options, what="AFEW-VA folder")
+    src, labels, rejects = run.src, run.labels, run.rejects
     folders = sorted(p for p in src.iterdir() if p.is_dir() and not p.name.startswith("."))
-    summary.inputs = len(folders)
+    run.summary.inputs = len(folders)
     given: dict[str, str] = {}
-    if labels_csv:
-        rows_in, key, label_col = read_labels_csv(Path(labels_csv), ("clip", "clip_id", "video"), label_column)
+    if run.options["labels_csv"]:
+        rows_in, key, label_col = read_labels_csv(Path(run.options["labels_csv"]), ("clip", "clip_id", "video"),
+                                                  run.options["label_column"])
         given = {r[key]: r[label_col] for r in rows_in}
-    mapping = map_labels(list(given.values()), labels, label_map) if given else {}
+    mapping = map_labels(list(given.values()), labels, run.options["label_map"]) if given else {}
 
     planned: list[PlannedClip] = []
     for folder in folders:
@@ -130,8 +115,8 @@ def convert_afew_va(
         landmarks = [frames_ann[n].get("landmarks") for n in names]
         planned.append(PlannedClip(folder.name, label, paths, subject_id=subject, group=subject or folder.name,
                                    meta={"va": va, "landmarks": landmarks}))
-    summary.split_by = split_clips(planned, fractions, seed)
-    faces = faces or converter_face_path(detector, align, margin, image_size, yunet_model)
+    run.split(planned)
+    faces = run.face_path()
 
     def load(clip: PlannedClip) -> list["np.ndarray"] | None:
         images = []
@@ -159,15 +144,10 @@ def convert_afew_va(
         fa = [a for _, a in clip.meta["va"]]
         # The apex is the frame furthest from neutral in the V/A plane.
         peak = int(np.argmax(np.hypot(fv, fa)))
-        yield {"clip_id": clip.clip_id, "subject_id": clip.subject_id, "source": source or src.name,
-               "split": clip.split, "frames": frames, "fps": fps, "peak_index": peak, "label": clip.label,
-               "label_idx": labels.index(clip.label), "valence": float(np.mean(fv)),
-               "arousal": float(np.mean(fa)), "frame_valence": fv, "frame_arousal": fa,
-               "va_source": "annotated"}
+        yield run.row(clip, frames, fps=fps, peak_index=peak, valence=float(np.mean(fv)), arousal=float(np.mean(fa)),
+                      frame_valence=fv, frame_arousal=fa, va_source="annotated")
 
     extra = {"label_map": mapping, "label_source": "labels_csv" if given else "nearest default V/A",
-             "split_seed": seed, "split_fractions": list(fractions), "input": str(src), "va_scale": va_scale}
-    manifest = convert_clips(planned, out, labels, summary, rejects, faces, load=load, emit=emit, no_face=no_face,
-                             track=track, desc="afew-va", progress=progress, image_size=image_size,
-                             frame_format=frame_format, source=source or src.name, extra=extra)
-    return manifest, summary
+             **run.split_record, "va_scale": va_scale}
+    manifest = run.convert(planned, load=load, emit=emit, no_face=no_face, track=track, desc="afew-va", extra=extra)
+    return manifest, run.summary

@@ -15,16 +15,17 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from classemo.data.convert import (ConversionError, ConversionSummary, PlannedClip, Rejects, convert_clips,
-                                   converter_face_path, derived_va, map_labels, read_image)
+from classemo.data.conversion import Conversion, ConvertOptions
+from classemo.data.convert import ConversionError, ConversionSummary, PlannedClip, Rejects, map_labels, read_image
 from classemo.data.label_map import load_label_map
 from classemo.labels import LabelSet
 
 if TYPE_CHECKING:
     import numpy as np
+    from typing_extensions import Unpack
 
     from classemo.data.format import Manifest
-    from classemo.faces import FaceBox, FacePath
+    from classemo.faces import FaceBox
 
 # label.csv's ten vote columns, in file order; "NF" is "not a face".
 VOTE_CLASSES = ("neutral", "happiness", "surprise", "sadness", "anger", "disgust", "fear", "contempt", "unknown", "NF")
@@ -138,17 +139,8 @@ def convert_ferplus(
     *,
     label_rule: str = "majority",
     label_map: str | os.PathLike | dict | None = None,
-    labels: LabelSet | None = None,
     limit: int | None = None,
-    image_size: int = 112,
-    margin: float = 0.2,
-    frame_format: str = "png",
-    detector: str = "yunet",
-    align: bool = True,
-    yunet_model: str | os.PathLike | None = None,
-    faces: "FacePath | None" = None,
-    source: str = "ferplus",
-    progress: bool = True,
+    **options: Unpack[ConvertOptions],
 ) -> tuple["Manifest", ConversionSummary]:
     """Convert FER+ into 1-frame clips, each with its hard label (by `label_rule`) and its soft label.
 
@@ -162,28 +154,27 @@ def convert_ferplus(
         label_map: YAML path or dict over the vote classes (neutral, happiness, ..., contempt, unknown, NF),
             merged over `DEFAULT_MAP` (e.g. `contempt: disgust`).
         limit: First N rows of each split's label.csv only (tests, quick looks).
-        Other arguments as in `convert_images`.
+        **options: `ConvertOptions`: label set, crop, face detector, progress (source default: ferplus).
     """
     import numpy as np
 
-    src = Path(src)
+    run = Conversion("ferplus", "image", src, out, options, accepts=ConvertOptions, source="ferplus")
+    src, labels, rejects = run.src, run.labels, run.rejects
     if label_rule not in LABEL_RULES:
         raise ConversionError(f"label rule must be one of {LABEL_RULES}, got {label_rule!r}")
     missing = [d for d, _ in SPLIT_FOLDERS if not (src / d / "label.csv").is_file()]
     if missing:
         raise ConversionError(f"{src} is not a FERPlus folder: no {', '.join(f'{d}/label.csv' for d in missing)}")
-    labels = labels or LabelSet.paper()
     user = load_label_map(label_map) if isinstance(label_map, (str, os.PathLike)) else dict(label_map or {})
     base = {k: v for k, v in DEFAULT_MAP.items() if v is None or v in labels.names}
     targets = map_labels(VOTE_CLASSES, labels, {**base, **user})
-    summary = ConversionSummary(kind="ferplus", unit="image", split_by="FER+ splits")
-    rejects = Rejects(summary)
+    run.summary.split_by = "FER+ splits"
 
     planned: list[PlannedClip] = []
     kept: dict[str, str] = {}  # pixel hash -> split/name of the copy kept
     for folder, split in SPLIT_FOLDERS:
         rows = _read_label_csv(src / folder / "label.csv", limit)
-        summary.inputs += len(rows)
+        run.summary.inputs += len(rows)
         for name, votes in rows:
             path = src / folder / name
             if votes is None:
@@ -209,7 +200,7 @@ def convert_ferplus(
             clip_id = f"{split}/{Path(name).stem}"
             planned.append(PlannedClip(clip_id, label, [path], subject_id=name, group=name, split=split,
                                        meta={"soft": soft_label(votes, targets, labels)}))
-    faces = faces or converter_face_path(detector, align, margin, image_size, yunet_model)
+    run.face_path()
 
     def load(clip: PlannedClip) -> list["np.ndarray"]:
         return [prepare_face(read_image(clip.paths[0]))]
@@ -218,15 +209,11 @@ def convert_ferplus(
         rejects.add(clip.paths[0], "no face found")
 
     def emit(clip: PlannedClip, frames: list[bytes]) -> Iterator[dict]:
-        yield {"clip_id": clip.clip_id, "subject_id": clip.subject_id, "source": source, "split": clip.split,
-               "frames": frames, "fps": 1.0, "peak_index": 0, "label": clip.label,
-               "label_idx": labels.index(clip.label), **derived_va(clip.label, labels),
-               "soft_label": clip.meta["soft"]}
+        yield run.row(clip, frames, fps=1.0, peak_index=0, soft_label=clip.meta["soft"])
 
     extra = {"label_map": targets, "label_rule": label_rule, "input": str(src), "limit": limit,
              "upscale": UPSCALE, "pad_fraction": PAD_FRACTION, "subject_id": "image name (FER+ has no person ids)"}
-    manifest = convert_clips(planned, out, labels, summary, rejects, faces, load=load, emit=emit, no_face=no_face,
-                             desc="ferplus", progress=progress, image_size=image_size,
-                             frame_format=frame_format, source=source, extra=extra, whole_image_fallback=True,
-                             fallback_box=lambda frame: _inner_box(frame, PAD_FRACTION), per_frame=True)
-    return manifest, summary
+    manifest = run.convert(planned, load=load, emit=emit, no_face=no_face, desc="ferplus", extra=extra,
+                           whole_image_fallback=True, fallback_box=lambda frame: _inner_box(frame, PAD_FRACTION),
+                           per_frame=True)
+    return manifest, run.summary

@@ -4,55 +4,40 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from classemo.data.convert import (DEFAULT_FRACTIONS, IMAGE_EXTENSIONS, ConversionError, ConversionSummary, PlannedClip,
-                                   Rejects, convert_clips, converter_face_path, derived_va, map_labels, read_image,
-                                   read_labels_csv, split_clips)
-from classemo.labels import LabelSet
+from classemo.data.conversion import Conversion
+from classemo.data.convert import (IMAGE_EXTENSIONS, ConversionError, ConversionSummary, PlannedClip, map_labels,
+                                   read_image, read_labels_csv)
 
 if TYPE_CHECKING:
     import numpy as np
+    from typing_extensions import Unpack
 
+    from classemo.data.conversion import LabelledOptions
     from classemo.data.format import Manifest
-    from classemo.faces import FacePath
 
 
 def convert_images(
     src: str | os.PathLike,
     out: str,
     *,
-    labels_csv: str | os.PathLike | None = None,
-    label_column: str | None = None,
     pattern: str | None = None,
     subject_pattern: str | None = None,
-    label_map: str | os.PathLike | dict | None = None,
-    labels: LabelSet | None = None,
-    image_size: int = 112,
-    margin: float = 0.2,
     whole_image_fallback: bool = False,
     min_face_fraction: float = 0.3,
     fps: float = 30.0,
-    fractions: Sequence[float] = DEFAULT_FRACTIONS,
-    seed: int = 0,
-    frame_format: str = "png",
-    detector: str = "yunet",
-    align: bool = True,
-    yunet_model: str | os.PathLike | None = None,
-    faces: "FacePath | None" = None,
-    source: str | None = None,
-    progress: bool = True,
+    **options: Unpack[LabelledOptions],
 ) -> tuple["Manifest", ConversionSummary]:
     """Convert a labelled image folder.
 
     Args:
-        src: Image folder. Labels come from `labels_csv` (default `<src>/labels.csv` when present; image paths are
-            relative to `src` or `src/images`) or else from one sub-folder per class.
+        src: Image folder. Labels come from the `labels_csv` option (an `image` column and a label column; default
+            `<src>/labels.csv` when present; image paths are relative to `src` or `src/images`) or else from one
+            sub-folder per class.
         out: Output dataset root (local or s3://).
-        labels_csv: CSV with an `image` column and a label column.
-        label_column: Label column name (default: label, emotion, expression or class).
         pattern: Filename regex with named groups `subject` and optionally `sequence` and `frame`: images with
             the same subject and sequence become one clip ordered by frame number, its peak the last frame
             (CK+ sequences run from neutral onset to apex). Without it every image is a 1-frame clip.
@@ -60,32 +45,15 @@ def convert_images(
             the person (LFW's `Aaron_Peirsol_0004.jpg`: `'^(?P<subject>.+)_[^_]+$'`). Every image stays a
             1-frame clip, but all of one person's photos land in the same split, so the test split measures
             expressions of people the model has not seen rather than identities it has.
-        label_map: YAML path or dict mapping source labels onto `labels`.
-        labels: Target label set (default: the paper's).
-        image_size: Side of the square face crops.
-        margin: Context around the detected face, as a fraction of its side.
         whole_image_fallback: When no face is found, keep the whole image as the crop (for photos that are
             already face-centred crops) instead of rejecting it; counted apart from detected faces.
         min_face_fraction: Haar only: smallest face side as a fraction of the image's shorter side. Labelled face
             photos are mostly face; skipping small windows makes the cascade ~4x faster. Lower it for small faces.
         fps: Frame rate recorded for image sequences.
-        fractions: train/val/test fractions.
-        seed: Split seed.
-        frame_format: png (lossless) or jpeg.
-        detector: yunet (default: five landmarks, aligned crops), haar or haar-profile (both run OpenCV's frontal
-            and profile cascades, tuned for face-centred photos; unaligned crops).
-        align: Align YuNet crops on the five landmarks (eyes level); ignored for Haar.
-        yunet_model: A YuNet ONNX file of your own (default: the packaged one).
-        faces: A ready `FacePath` to use instead of the three options above.
-        source: Source name for the manifest (default: the folder name).
-        progress: Show a progress bar.
+        **options: `LabelledOptions`: labels CSV and map, label set, crop, face detector, split, progress.
     """
-    src = Path(src)
-    if not src.is_dir():
-        raise ConversionError(f"image folder {src} not found")
-    labels = labels or LabelSet.paper()
-    summary = ConversionSummary(kind="images", unit="image")
-    rejects = Rejects(summary)
+    run = Conversion("images", "image", src, out, options, what="image folder")
+    src, labels, rejects = run.src, run.labels, run.rejects
     try:
         regex = re.compile(pattern) if pattern else None
         subject_regex = re.compile(subject_pattern) if subject_pattern else None
@@ -100,9 +68,11 @@ def convert_images(
 
     # 1. Enumerate input units: (path, source label, where it came from).
     entries: list[tuple[Path, str, str]] = []  # path, source label, clip id
+    labels_csv = run.options["labels_csv"]
     csv_path = Path(labels_csv) if labels_csv else (src / "labels.csv" if (src / "labels.csv").is_file() else None)
     if csv_path is not None:
-        rows, key, label_col = read_labels_csv(csv_path, ("image", "path", "file", "filename"), label_column)
+        rows, key, label_col = read_labels_csv(csv_path, ("image", "path", "file", "filename"),
+                                                 run.options["label_column"])
         for r in rows:
             rel = r[key]
             path = next((p for p in (src / rel, src / "images" / rel, csv_path.parent / rel) if p.is_file()), src / rel)
@@ -113,8 +83,8 @@ def convert_images(
                         for p in sorted(class_dir.rglob("*")) if p.is_file() and not p.name.startswith(".")]
         if not entries:
             raise ConversionError(f"{src} has no labels.csv and no class sub-folders with files")
-    summary.inputs = len(entries)
-    mapping = map_labels([lab for _, lab, _ in entries], labels, label_map)
+    run.summary.inputs = len(entries)
+    mapping = map_labels([lab for _, lab, _ in entries], labels, run.options["label_map"])
 
     # 2. Plan clips; reject what cannot be planned (missing, wrong type, dropped label, duplicate, no match).
     clips: dict[str, PlannedClip] = {}
@@ -172,9 +142,8 @@ def convert_images(
             del clips[clip.clip_id]
 
     planned = list(clips.values())
-    summary.split_by = split_clips(planned, fractions, seed)
-    faces = faces or converter_face_path(detector, align, margin, image_size, yunet_model,
-                                         min_rel_size=min_face_fraction, max_side=128)
+    run.split(planned)
+    run.face_path(min_rel_size=min_face_fraction, max_side=128)
 
     # 3. Decode, detect, crop and encode, streaming rows into the writer.
     def load(clip: PlannedClip) -> list["np.ndarray"]:
@@ -193,13 +162,9 @@ def convert_images(
             rejects.add(p, "no face found")
 
     def emit(clip: PlannedClip, frames: list[bytes]) -> Iterator[dict]:
-        yield {"clip_id": clip.clip_id, "subject_id": clip.subject_id, "source": source or src.name,
-               "split": clip.split, "frames": frames, "fps": fps, "peak_index": len(frames) - 1,
-               "label": clip.label, "label_idx": labels.index(clip.label), **derived_va(clip.label, labels)}
+        yield run.row(clip, frames, fps=fps, peak_index=len(frames) - 1)
 
-    extra = {"label_map": mapping, "split_seed": seed, "split_fractions": list(fractions), "input": str(src)}
-    manifest = convert_clips(planned, out, labels, summary, rejects, faces, load=load, emit=emit, no_face=no_face,
-                             desc="images", progress=progress, image_size=image_size, frame_format=frame_format,
-                             source=source or src.name, extra=extra, whole_image_fallback=whole_image_fallback,
-                             per_frame=True)
-    return manifest, summary
+    manifest = run.convert(planned, load=load, emit=emit, no_face=no_face, desc="images",
+                           extra={"label_map": mapping, **run.split_record}, whole_image_fallback=whole_image_fallback,
+                           per_frame=True)
+    return manifest, run.summary

@@ -3,20 +3,20 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from classemo.data.convert import (DEFAULT_FRACTIONS, VIDEO_EXTENSIONS, ConversionError, ConversionSummary, PlannedClip,
-                                   Rejects, convert_clips, converter_face_path, derived_va, map_labels,
-                                   read_labels_csv, split_clips)
-from classemo.labels import LabelSet
+from classemo.data.conversion import Conversion
+from classemo.data.convert import (VIDEO_EXTENSIONS, ConversionError, ConversionSummary, PlannedClip, map_labels,
+                                   read_labels_csv)
 
 if TYPE_CHECKING:
     import numpy as np
+    from typing_extensions import Unpack
 
+    from classemo.data.conversion import LabelledOptions
     from classemo.data.format import Manifest
-    from classemo.faces import FacePath
 
 
 def _sample_video(path: Path, fps: float, max_frames: int | None) -> tuple[list["np.ndarray"], float]:
@@ -51,50 +51,32 @@ def convert_videos(
     src: str | os.PathLike,
     out: str,
     *,
-    labels_csv: str | os.PathLike | None = None,
-    label_column: str | None = None,
-    label_map: str | os.PathLike | dict | None = None,
-    labels: LabelSet | None = None,
     fps: float = 5.0,
     window: int | None = None,
     max_frames: int | None = 600,
-    image_size: int = 112,
-    margin: float = 0.2,
-    fractions: Sequence[float] = DEFAULT_FRACTIONS,
-    seed: int = 0,
-    frame_format: str = "png",
-    detector: str = "yunet",
-    align: bool = True,
-    yunet_model: str | os.PathLike | None = None,
-    faces: "FacePath | None" = None,
-    source: str | None = None,
-    progress: bool = True,
+    **options: Unpack[LabelledOptions],
 ) -> tuple["Manifest", ConversionSummary]:
     """Convert video clips with a labels CSV (`video,label[,subject]`) into clips of the largest face track.
 
     Args:
-        src: Folder of videos; CSV paths are relative to it.
+        src: Folder of videos; CSV paths are relative to it. The `labels_csv` option (default `<src>/labels.csv`)
+            has a `video` column, a label column and optionally `subject`.
         out: Output dataset root.
-        labels_csv: CSV with a `video` column, a label column and optionally `subject` (default `<src>/labels.csv`).
         fps: Sampling rate; slower videos keep every frame.
         window: Frames per output clip; None writes one clip per video. A tail shorter than half a window is
             dropped (it would be a clip of a different length scale), unless it is the video's only clip.
         max_frames: Cap on sampled frames per video, to bound memory.
-        Other arguments as in `convert_images`.
+        **options: `LabelledOptions`: labels CSV and map, label set, crop, face detector, split, progress.
     """
-
-    src = Path(src)
-    if not src.is_dir():
-        raise ConversionError(f"video folder {src} not found")
+    run = Conversion("videos", "video", src, out, options, what="video folder")
+    src, rejects = run.src, run.rejects
     if window is not None and window < 1:
         raise ConversionError(f"window must be >= 1 frames, got {window}")
-    labels = labels or LabelSet.paper()
-    summary = ConversionSummary(kind="videos", unit="video")
-    rejects = Rejects(summary)
+    labels_csv = run.options["labels_csv"]
     csv_path = Path(labels_csv) if labels_csv else src / "labels.csv"
-    rows_in, key, label_col = read_labels_csv(csv_path, ("video", "path", "file", "clip"), label_column)
-    summary.inputs = len(rows_in)
-    mapping = map_labels([r[label_col] for r in rows_in], labels, label_map)
+    rows_in, key, label_col = read_labels_csv(csv_path, ("video", "path", "file", "clip"), run.options["label_column"])
+    run.summary.inputs = len(rows_in)
+    mapping = map_labels([r[label_col] for r in rows_in], run.labels, run.options["label_map"])
 
     planned: list[PlannedClip] = []
     seen: dict[str, str] = {}
@@ -113,10 +95,9 @@ def convert_videos(
             seen[vid] = r[key]
             subject = r.get("subject") or None
             planned.append(PlannedClip(vid, mapping[r[label_col]], [path], subject_id=subject, group=subject or vid))
-    summary.split_by = split_clips(planned, fractions, seed)
-    if summary.split_by == "clip":
-        summary.split_by = "video"  # windows of one video always share a split
-    faces = faces or converter_face_path(detector, align, margin, image_size, yunet_model)
+    if run.split(planned) == "clip":
+        run.summary.split_by = "video"  # windows of one video always share a split
+    run.face_path()
 
     rates: dict[str, float] = {}
 
@@ -138,13 +119,8 @@ def convert_videos(
             part = crops[s : s + size]
             clip_id = clip.clip_id if window is None else f"{clip.clip_id}_w{k:03d}"
             # No apex annotation in video datasets: the middle frame stands in for the peak.
-            yield {"clip_id": clip_id, "subject_id": clip.subject_id, "source": source or src.name,
-                   "split": clip.split, "frames": part, "fps": rates[clip.clip_id], "peak_index": len(part) // 2,
-                   "label": clip.label, "label_idx": labels.index(clip.label), **derived_va(clip.label, labels)}
+            yield run.row(clip, part, fps=rates[clip.clip_id], peak_index=len(part) // 2, clip_id=clip_id)
 
-    extra = {"label_map": mapping, "split_seed": seed, "split_fractions": list(fractions), "input": str(src),
-             "sample_fps": fps, "window": window}
-    manifest = convert_clips(planned, out, labels, summary, rejects, faces, load=load, emit=emit, no_face=no_face,
-                             desc="videos", progress=progress, image_size=image_size, frame_format=frame_format,
-                             source=source or src.name, extra=extra)
-    return manifest, summary
+    extra = {"label_map": mapping, **run.split_record, "sample_fps": fps, "window": window}
+    manifest = run.convert(planned, load=load, emit=emit, no_face=no_face, desc="videos", extra=extra)
+    return manifest, run.summary

@@ -19,19 +19,20 @@ import json
 import logging
 import os
 from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from classemo.data.convert import (DEFAULT_FRACTIONS, VIDEO_EXTENSIONS, ConversionError, ConversionSummary, PlannedClip,
-                                   Rejects, encode_frame, progress_bar, split_clips, write_converted)
+from classemo.data.conversion import Conversion, SplitOptions
+from classemo.data.convert import VIDEO_EXTENSIONS, ConversionError, ConversionSummary, PlannedClip, encode_frame
 from classemo.labels import LabelSet
 
 if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
     from classemo.data.format import Manifest
-    from classemo.faces import FacePath
 
 log = logging.getLogger(__name__)
 
@@ -95,73 +96,44 @@ def convert_classroom(
     src: str | os.PathLike,
     out: str,
     *,
-    labels: LabelSet | None = None,
     fps: float = 5.0,
     window: int = 4,
     stride: int = 2,
-    image_size: int = 48,
-    margin: float = 0.2,
     min_iou: float = 0.3,
-    fractions: Sequence[float] = DEFAULT_FRACTIONS,
-    seed: int = 0,
-    frame_format: str = "png",
-    detector: str = "yunet",
-    align: bool = True,
-    yunet_model: str | os.PathLike | None = None,
-    faces: "FacePath | None" = None,
-    source: str | None = None,
-    progress: bool = True,
+    **options: Unpack[SplitOptions],
 ) -> tuple["Manifest", ConversionSummary]:
     """Convert a folder of annotated classroom videos (`<name>.mp4` + `<name>.json`) into windowed face clips.
 
     Args:
         src: Folder of videos, each with its annotation JSON beside it.
         out: Output dataset root (local path or s3://bucket/prefix).
-        labels: The label set the annotation's labels belong to (default: the paper's seven).
         fps: Sampling rate, as `classemo analyze --fps`.
         window: Frames per clip: the model's `num_frames`.
         stride: Detections between window starts (`analyze` uses half a window; smaller gives more clips).
-        image_size: Side of the stored crops.
-        margin: Context around each face box, as `analyze --crop-margin`.
         min_iou: Overlap a detection needs with a person's annotated box to be that person's face.
-        fractions: train/val/test fractions; people are split by subject_id (or by person within a video).
-        seed: Split seed.
-        frame_format: png or jpeg.
-        detector: yunet (default), haar or haar-profile: the one analysis will use (`classemo analyze` takes the
-            model's face settings, which training copies from this dataset's manifest).
-        align: Align crops on YuNet's five landmarks (ignored for Haar).
-        yunet_model: A YuNet ONNX file of your own (default: the packaged one).
-        faces: A ready `FacePath` to use instead of the three options above.
-        source: Dataset origin for the manifest (default: the folder's name).
-        progress: Show a progress bar over videos.
+        **options: `SplitOptions`. Here `labels` is the set the annotation's labels belong to, `image_size` defaults
+            to 48, `margin` is `analyze --crop-margin`, people are split by subject_id (or by person within a video),
+            and the detector is the one analysis will use, Haar included (`classemo analyze` takes the model's face
+            settings, which training copies from this dataset's manifest).
 
     Raises:
         ConversionError: a missing folder, no videos, or invalid settings.
     """
     import cv2
 
-    from classemo.faces import FacePath, FaceSettings
     from classemo.video.decode import FrameStream, VideoError
 
-    src = Path(src)
-    if not src.is_dir():
-        raise ConversionError(f"video folder {src} not found")
+    run = Conversion("classroom", "video", src, out, options, accepts=SplitOptions, what="video folder", image_size=48)
+    src, labels, rejects = run.src, run.labels, run.rejects
     if window < 1 or not 1 <= stride <= window:
         raise ConversionError(f"need window >= 1 and 1 <= stride <= window, got window={window}, stride={stride}")
     if not 0 < min_iou <= 1:
         raise ConversionError(f"min_iou must be in (0, 1], got {min_iou}")
-    labels = labels or LabelSet.paper()
     videos = sorted(p for p in src.iterdir() if p.suffix.lower() in VIDEO_EXTENSIONS and not p.name.startswith("."))
     if not videos:
         raise ConversionError(f"no videos ({', '.join(sorted(VIDEO_EXTENSIONS))}) in {src}")
-    summary = ConversionSummary(kind="classroom", unit="video", inputs=len(videos))
-    rejects = Rejects(summary)
-    if faces is None:
-        try:
-            faces = FacePath(FaceSettings(detector=detector, align=align and detector == "yunet", margin=margin,
-                                          size=image_size, model_path=str(yunet_model) if yunet_model else None))
-        except (ValueError, FileNotFoundError) as e:
-            raise ConversionError(str(e)) from None
+    run.summary.inputs = len(videos)
+    faces = run.face_path(tuned_haar=False)
 
     # Splits are planned from the annotations alone (one planned "clip" per person), before any frame is decoded.
     planned: list[PlannedClip] = []
@@ -179,7 +151,7 @@ def convert_classroom(
             main = max(set(p["labels"]) - {None}, key=p["labels"].count, default="neutral")
             planned.append(PlannedClip(f"{video.stem}/{p['id']}", main, [video], subject_id=p["subject_id"],
                                        group=p["subject_id"], meta={"person": p}))
-    summary.split_by = split_clips(planned, fractions, seed)
+    run.split(planned)
     by_video: dict[Path, list[PlannedClip]] = {}
     for clip in planned:
         by_video.setdefault(clip.paths[0], []).append(clip)
@@ -189,68 +161,61 @@ def convert_classroom(
         centre = len(part) // 2
         idx = [i for i, _ in part]
         label = p["labels"][idx[centre]] or "neutral"
-        # The id names the window's first and last video frame, so a clip can be traced back to the video.
-        row = {"clip_id": f"{clip.clip_id}/f{idx[0]:06d}-{idx[-1]:06d}", "subject_id": clip.subject_id,
-               "source": source or src.name, "split": clip.split, "frames": [c for _, c in part], "fps": rate,
-               "peak_index": centre, "label": label, "label_idx": labels.index(label)}
+        va = {}  # none annotated: derived from the label
         if p.get("valence") is not None and p.get("arousal") is not None:
             fv = [float(p["valence"][i]) for i in idx]
             fa = [float(p["arousal"][i]) for i in idx]
-            row.update(valence=fv[centre], arousal=fa[centre], frame_valence=fv, frame_arousal=fa,
-                       va_source="annotated")
-        else:
-            v, a = labels.default_va[label]
-            row.update(valence=v, arousal=a, frame_valence=None, frame_arousal=None, va_source="derived")
-        return row
+            va = {"valence": fv[centre], "arousal": fa[centre], "frame_valence": fv, "frame_arousal": fa,
+                  "va_source": "annotated"}
+        # The id names the window's first and last video frame, so a clip can be traced back to the video.
+        return run.row(clip, [c for _, c in part], fps=rate, peak_index=centre, label=label,
+                       clip_id=f"{clip.clip_id}/f{idx[0]:06d}-{idx[-1]:06d}", **va)
 
-    def rows() -> Iterator[dict]:
-        for video in progress_bar(list(by_video), "videos", progress):
-            clips = by_video[video]
-            # Per person, the last `window` matched crops and how many there were: windows are emitted as soon as
-            # they are full, so memory holds one window per person however long the lesson is.
-            recent = {c.clip_id: deque(maxlen=window) for c in clips}
-            count = {c.clip_id: 0 for c in clips}
-            emitted = 0
-            try:
-                stream = FrameStream(video, fps=fps)
-                rate = min(fps, stream.info.fps or fps)
-                for index, _, frame in stream:
-                    found = faces.detect(frame)
-                    boxes = np.array([[b.x, b.y, b.w, b.h] for b in found], float).reshape(-1, 4)
-                    present = [c for c in clips if index < len(c.meta["person"]["boxes"])
-                               and c.meta["person"]["visible"][index] and c.meta["person"]["boxes"][index]]
-                    truth = np.array([c.meta["person"]["boxes"][index] for c in present], float).reshape(-1, 4)
-                    for c, d in zip(present, match_detections(truth, boxes, min_iou)):
-                        if d is None:
-                            continue
-                        crop, _ = faces.crop(frame, found[d])
-                        recent[c.clip_id].append((index, encode_frame(crop, frame_format)))
-                        count[c.clip_id] += 1
-                        n = count[c.clip_id]
-                        if n >= window and (n - window) % stride == 0:
-                            emitted += 1
-                            yield window_row(c, list(recent[c.clip_id]), rate)
-            except (VideoError, OSError, ValueError, cv2.error) as e:
-                if not emitted:
-                    rejects.add(video, "video could not be decoded", str(e))
-                    continue
-                log.warning("%s: stopped after %d clips: %s", video, emitted, e)
-            # The tail: a person seen fewer than `window` times gets one short window, and detections after the last
-            # full window get a final window ending at the person's last detection (as the analysis does).
-            for c in clips:
-                n = count[c.clip_id]
-                if n and (n < window or (n - window) % stride):
-                    emitted += 1
-                    yield window_row(c, list(recent[c.clip_id]), rate)
+    def rows(video: Path) -> Iterator[dict]:
+        clips = by_video[video]
+        # Per person, the last `window` matched crops and how many there were: windows are emitted as soon as
+        # they are full, so memory holds one window per person however long the lesson is.
+        recent = {c.clip_id: deque(maxlen=window) for c in clips}
+        count = {c.clip_id: 0 for c in clips}
+        emitted = 0
+        try:
+            stream = FrameStream(video, fps=fps)
+            rate = min(fps, stream.info.fps or fps)
+            for index, _, frame in stream:
+                found = faces.detect(frame)
+                boxes = np.array([[b.x, b.y, b.w, b.h] for b in found], float).reshape(-1, 4)
+                present = [c for c in clips if index < len(c.meta["person"]["boxes"])
+                           and c.meta["person"]["visible"][index] and c.meta["person"]["boxes"][index]]
+                truth = np.array([c.meta["person"]["boxes"][index] for c in present], float).reshape(-1, 4)
+                for c, d in zip(present, match_detections(truth, boxes, min_iou)):
+                    if d is None:
+                        continue
+                    crop, _ = faces.crop(frame, found[d])
+                    recent[c.clip_id].append((index, encode_frame(crop, run.options["frame_format"])))
+                    count[c.clip_id] += 1
+                    n = count[c.clip_id]
+                    if n >= window and (n - window) % stride == 0:
+                        emitted += 1
+                        yield window_row(c, list(recent[c.clip_id]), rate)
+        except (VideoError, OSError, ValueError, cv2.error) as e:
             if not emitted:
-                rejects.add(video, "no annotated face was detected", f"{len(clips)} people annotated")
-                continue
-            summary.converted += 1
-            summary.face_found += 1
+                rejects.add(video, "video could not be decoded", str(e))
+                return
+            log.warning("%s: stopped after %d clips: %s", video, emitted, e)
+        # The tail: a person seen fewer than `window` times gets one short window, and detections after the last
+        # full window get a final window ending at the person's last detection (as the analysis does).
+        for c in clips:
+            n = count[c.clip_id]
+            if n and (n < window or (n - window) % stride):
+                emitted += 1
+                yield window_row(c, list(recent[c.clip_id]), rate)
+        if not emitted:
+            rejects.add(video, "no annotated face was detected", f"{len(clips)} people annotated")
+            return
+        run.summary.converted += 1
+        run.summary.face_found += 1
 
-    extra: dict[str, Any] = {"split_seed": seed, "split_fractions": list(fractions), "input": str(src),
-                             "sample_fps": fps, "window": window, "stride": stride, "margin": margin,
-                             "min_iou": min_iou, "detector": type(faces.detector).__name__}
-    manifest = write_converted(rows(), out, labels, summary, rejects, image_size=image_size, source=source or src.name,
-                               extra=extra, face=faces.settings)
-    return manifest, summary
+    extra: dict[str, Any] = {**run.split_record, "sample_fps": fps, "window": window, "stride": stride,
+                             "margin": run.options["margin"], "min_iou": min_iou,
+                             "detector": type(faces.detector).__name__}
+    return run.write(list(by_video), rows, desc="videos", extra=extra), run.summary
