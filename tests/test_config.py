@@ -69,15 +69,16 @@ def test_shipped_configs_load() -> None:
     assert load_config(CONFIGS / "finetune_builtin.yaml").unified.init_from == "builtin"
 
 
-def test_classroom_augment_is_off_by_default_and_on_for_the_builtin_build() -> None:
+def test_classroom_augment_is_an_opt_in_off_in_the_shipped_builtin_recipe() -> None:
     from classemo.data.augmentations import ClassroomAugment, ClipAugment
     from classemo.data.batches import DecodeClips
 
     assert not JobConfig().data.classroom_augment
-    assert load_config(None, ["data.classroom_augment=true"]).data.classroom_augment
-    for name in ("builtin_ferplus.yaml", "builtin.yaml"):  # the two stages of scripts/build_builtin_model.py
-        d = load_config(CONFIGS / name).data
-        assert d.classroom_augment
+    # The two stages of scripts/build_builtin_model.py: off, as the shipped model was built (on, it fell under the
+    # clean FER+ bar: docs/benchmarks-training.md); an override turns it on for either.
+    for name in ("builtin_ferplus.yaml", "builtin.yaml"):
+        assert not load_config(CONFIGS / name).data.classroom_augment
+        d = load_config(CONFIGS / name, ["data.classroom_augment=true"]).data
         decoder = DecodeClips(num_frames=d.num_frames, image_size=d.image_size, train=True, augment=d.augment,
                               classroom=d.classroom_augment)
         assert [type(s) for s in decoder.augment.steps] == [ClipAugment, ClassroomAugment]
